@@ -1,0 +1,164 @@
+"""Users, passwords and tokens.
+
+* Passwords are hashed with argon2id (argon2-cffi); there is no default
+  password anywhere.
+* API tokens are random 256-bit secrets; only their SHA-256 is stored, so a
+  database leak does not leak usable tokens.  Tokens expire and can be revoked.
+* Repeated failed sign-ins lock the account for a while (lockout).
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import secrets
+from dataclasses import dataclass, field
+from typing import Any, Mapping
+
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+from sqlalchemy import select, update
+from sqlalchemy.engine import Connection
+
+from . import platform as P
+from .clock import to_db
+
+_hasher = PasswordHasher()
+# A hash of a random secret, verified when the user does not exist, so that
+# response time doesn't reveal which user names exist.
+_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+
+TOKEN_TTL = dt.timedelta(hours=12)
+MAX_FAILED_LOGINS = 5
+LOCKOUT = dt.timedelta(minutes=15)
+SYSTEM = "system"
+
+
+class AuthError(Exception):
+    """Sign-in failed; the message is safe to show."""
+
+
+@dataclass(frozen=True)
+class User:
+    username: str
+    roles: frozenset[str]
+    attrs: Mapping[str, Any] = field(default_factory=dict)
+    display_name: str | None = None
+    language: str | None = None
+    active: bool = True
+
+    def has_role(self, *roles: str) -> bool:
+        return bool(self.roles.intersection(roles))
+
+    def env(self) -> dict:
+        """Plain data for expressions: ``current_user.name``, ``.roles``, attributes."""
+        data = {k: v for k, v in self.attrs.items()}
+        data.update(name=self.username, username=self.username, roles=sorted(self.roles),
+                    display_name=self.display_name or self.username)
+        return data
+
+    @property
+    def is_system(self) -> bool:
+        return self.username == SYSTEM
+
+
+SYSTEM_USER = User(SYSTEM, frozenset({"admin"}), {}, "System")
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def _row_to_user(row) -> User:
+    return User(row.username, frozenset(row.roles or ()), dict(row.attrs or {}), row.display_name, row.language, row.active)
+
+
+def get_user(conn: Connection, username: str) -> User | None:
+    row = conn.execute(select(P.users).where(P.users.c.username == username)).first()
+    return _row_to_user(row) if row else None
+
+
+def list_users(conn: Connection, role: str | None = None, active_only: bool = True) -> list[User]:
+    q = select(P.users).order_by(P.users.c.username)
+    if active_only:
+        q = q.where(P.users.c.active.is_(True))
+    users = [_row_to_user(r) for r in conn.execute(q)]
+    return [u for u in users if role is None or role in u.roles]
+
+
+def upsert_user(conn: Connection, now: dt.datetime, username: str, roles: list[str], attrs: dict,
+                password: str | None = None, display_name: str | None = None, language: str | None = None,
+                active: bool = True) -> User:
+    """Create or update a user (``loom user add``)."""
+    if not username or len(username) > 64 or not all(c.isalnum() or c in "._-@" for c in username):
+        raise AuthError(f"invalid user name '{username}': use letters, digits and . _ - @ (at most 64)")
+    values = dict(roles=sorted(set(roles)), attrs=attrs, updated_at=to_db(now), active=active)
+    if display_name is not None:
+        values["display_name"] = display_name
+    if language is not None:
+        values["language"] = language
+    if password is not None:
+        if len(password) < 8:
+            raise AuthError("password too short: use at least 8 characters")
+        values["password_hash"] = hash_password(password)
+    existing = conn.execute(select(P.users.c.id).where(P.users.c.username == username)).first()
+    if existing:
+        conn.execute(update(P.users).where(P.users.c.id == existing.id).values(**values))
+    else:
+        conn.execute(P.users.insert().values(username=username, created_at=to_db(now), failed_logins=0, **values))
+    return get_user(conn, username)
+
+
+def authenticate(conn: Connection, now: dt.datetime, username: str, password: str) -> User:
+    """Check a password; count failures and lock after too many."""
+    row = conn.execute(select(P.users).where(P.users.c.username == username)).first()
+    if row is None or not row.password_hash:
+        try:
+            _hasher.verify(_DUMMY_HASH, password or "")
+        except VerificationError:
+            pass
+        raise AuthError("wrong user name or password")
+    naive_now = to_db(now)
+    if row.locked_until and row.locked_until > naive_now:
+        raise AuthError("account locked after too many failed sign-ins; try again later or ask an admin")
+    if not row.active:
+        raise AuthError("this account is deactivated; ask an admin")
+    try:
+        _hasher.verify(row.password_hash, password or "")
+    except (VerificationError, InvalidHashError):
+        failed = (row.failed_logins or 0) + 1
+        values: dict = {"failed_logins": failed}
+        if failed >= MAX_FAILED_LOGINS:
+            values.update(locked_until=naive_now + LOCKOUT, failed_logins=0)
+        conn.execute(update(P.users).where(P.users.c.id == row.id).values(**values))
+        raise AuthError("wrong user name or password") from None
+    if row.failed_logins:
+        conn.execute(update(P.users).where(P.users.c.id == row.id).values(failed_logins=0, locked_until=None))
+    return _row_to_user(row)
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def issue_token(conn: Connection, now: dt.datetime, username: str, kind: str = "api",
+                ttl: dt.timedelta = TOKEN_TTL) -> str:
+    token = secrets.token_urlsafe(32)
+    conn.execute(P.tokens.insert().values(token_hash=_digest(token), username=username, kind=kind,
+                                          created_at=to_db(now), expires_at=to_db(now + ttl)))
+    return token
+
+
+def user_for_token(conn: Connection, now: dt.datetime, token: str) -> User | None:
+    if not token or len(token) > 200:
+        return None
+    row = conn.execute(
+        select(P.users).join(P.tokens, P.tokens.c.username == P.users.c.username)
+        .where(P.tokens.c.token_hash == _digest(token), P.tokens.c.revoked_at.is_(None),
+               P.tokens.c.expires_at > to_db(now), P.users.c.active.is_(True))).first()
+    return _row_to_user(row) if row else None
+
+
+def revoke_token(conn: Connection, now: dt.datetime, token: str) -> bool:
+    res = conn.execute(update(P.tokens).where(P.tokens.c.token_hash == _digest(token), P.tokens.c.revoked_at.is_(None))
+                       .values(revoked_at=to_db(now)))
+    return res.rowcount > 0

@@ -1,0 +1,54 @@
+"""One clock for every engine, so ``loom tick --now`` can replay 90 days.
+
+Times are stored as naive UTC ``datetime``s in the database and handled as
+aware UTC in code; the app's timezone is only for display, "today" and
+date buckets.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc)
+
+
+def to_db(value: dt.datetime | None) -> dt.datetime | None:
+    """Aware -> naive UTC for storage (naive input is assumed UTC already)."""
+    if value is None:
+        return None
+    if value.tzinfo is not None:
+        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+    return value
+
+
+def from_db(value: dt.datetime | None) -> dt.datetime | None:
+    if value is None:
+        return None
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+
+
+def parse_instant(text: str) -> dt.datetime:
+    """ISO 8601 -> aware UTC; a naive value is taken as UTC."""
+    value = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value.astimezone(dt.timezone.utc)
+
+
+@dataclass
+class Clock:
+    """Real time, or a fixed instant (``loom tick --now``, tests)."""
+
+    fixed: dt.datetime | None = None
+    offset: dt.timedelta = field(default_factory=dt.timedelta)
+
+    def now(self) -> dt.datetime:
+        return (self.fixed if self.fixed is not None else utcnow()) + self.offset
+
+    def set(self, when: dt.datetime) -> None:
+        self.fixed = when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+
+    def advance(self, delta: dt.timedelta) -> None:
+        if self.fixed is None:
+            self.fixed = utcnow()
+        self.fixed = self.fixed + delta

@@ -1,0 +1,92 @@
+"""Database access: one engine per process, SQLite or PostgreSQL.
+
+* ``postgresql://`` URLs are mapped to psycopg2 explicitly (SQLAlchemy 2.1
+  maps a bare ``postgresql://`` to psycopg 3, which we don't ship).
+* SQLite runs in WAL mode with writes serialised: a process-wide lock plus
+  ``BEGIN IMMEDIATE`` for write transactions, so concurrent writers queue
+  briefly instead of failing with "database is locked".  Reads use plain
+  deferred transactions and run concurrently with the writer (WAL).
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import threading
+from typing import Iterator
+
+from sqlalchemy import create_engine, event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.pool import NullPool
+
+DEFAULT_URL = "sqlite:///loom.db"
+
+
+def database_url(explicit: str | None = None) -> str:
+    return explicit or os.environ.get("LOOM_DATABASE_URL") or DEFAULT_URL
+
+
+def normalise_url(url: str) -> str:
+    if url.startswith("postgres://"):
+        url = "postgresql://" + url[len("postgres://"):]
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg2://" + url[len("postgresql://"):]
+    return url
+
+
+class Database:
+    """The process's engine plus read/write transaction helpers."""
+
+    def __init__(self, url: str | None = None, *, pool_size: int = 10):
+        self.url = normalise_url(database_url(url))
+        self.is_sqlite = self.url.startswith("sqlite")
+        self._write_lock = threading.RLock()
+        if self.is_sqlite:
+            self.engine: Engine = create_engine(
+                self.url, connect_args={"check_same_thread": False, "timeout": 60},
+                poolclass=NullPool if ":memory:" not in self.url else None)
+            self._configure_sqlite(self.engine)
+        else:
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+
+    @property
+    def dialect(self) -> str:
+        return self.engine.dialect.name
+
+    @staticmethod
+    def _configure_sqlite(engine: Engine) -> None:
+        @event.listens_for(engine, "connect")
+        def _on_connect(dbapi_conn, _record):
+            dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=60000")
+            cur.close()
+
+        @event.listens_for(engine, "begin")
+        def _on_begin(conn):
+            mode = conn.info.pop("loom_begin", "BEGIN")
+            conn.exec_driver_sql(mode)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[Connection]:
+        """A write transaction: commits on success, rolls back on any error."""
+        if self.is_sqlite:
+            with self._write_lock:
+                with self.engine.connect() as conn:
+                    conn.info["loom_begin"] = "BEGIN IMMEDIATE"
+                    with conn.begin():
+                        yield conn
+        else:
+            with self.engine.begin() as conn:
+                yield conn
+
+    @contextlib.contextmanager
+    def read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            with conn.begin():
+                yield conn
+
+    def dispose(self) -> None:
+        self.engine.dispose()

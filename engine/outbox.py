@@ -1,0 +1,140 @@
+"""The outbox: messages written in the same transaction as their cause.
+
+A rule or journey step never sends anything directly; it inserts an outbox
+row (with an idempotency key, so a retried step can't queue a message twice)
+inside its transaction.  Delivery happens later, on a scheduler tick, through
+a pluggable transport per channel, with retries and backoff.  A row is marked
+sent only after its transport accepted it.
+
+Transports (``LOOM_TRANSPORT_<CHANNEL>`` or ``LOOM_TRANSPORT``):
+``log`` (default: write to the log), ``file:<dir>`` (one JSON line per
+message), ``webhook:<url>`` (POST JSON, e.g. an SMS gateway), and
+``smtp:<host>:<port>`` for email.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import os
+import smtplib
+import urllib.request
+from email.message import EmailMessage
+from pathlib import Path
+from typing import Any, Callable
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Connection
+
+from . import platform as P
+from .clock import to_db
+
+log = logging.getLogger("loom.outbox")
+MAX_ATTEMPTS = 6
+
+
+def enqueue(conn: Connection, *, app: str, template: str, channel: str, recipient: str, rendered: str,
+            key: str, due_at: dt.datetime, now: dt.datetime, subject: str | None = None, lang: str | None = None,
+            kind: str = "service", status: str = "queued", recipient_kind: str | None = None,
+            form: str | None = None, record_id: int | None = None, last_error: str | None = None) -> bool:
+    """Queue a message unless one with ``key`` exists; True if queued."""
+    values = dict(app=app, template=template, channel=channel, recipient=str(recipient)[:255], rendered=rendered,
+                  subject=subject, lang=lang, kind=kind, status=status, recipient_kind=recipient_kind,
+                  idempotency_key=key[:255], due_at=to_db(due_at), form=form, record_id=record_id,
+                  created_at=to_db(now), attempts=0, last_error=last_error)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    res = conn.execute(insert(P.outbox).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    return res.rowcount > 0
+
+
+# -- transports ---------------------------------------------------------------
+
+Transport = Callable[[dict], None]
+
+
+def _log_transport(msg: dict) -> None:
+    log.info("[%s -> %s] %s", msg["channel"], msg["recipient"], msg["rendered"][:200])
+
+
+def _file_transport(directory: str) -> Transport:
+    def send(msg: dict) -> None:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        with open(path / f"{msg['channel']}.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps({k: msg[k] for k in ("id", "channel", "recipient", "subject", "rendered", "template")},
+                                ensure_ascii=False, default=str) + "\n")
+    return send
+
+
+def _webhook_transport(url: str) -> Transport:
+    def send(msg: dict) -> None:
+        body = json.dumps({k: msg[k] for k in ("id", "channel", "recipient", "subject", "rendered", "template")},
+                          ensure_ascii=False, default=str).encode()
+        req = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json",
+                                                              "Idempotency-Key": msg["idempotency_key"]})
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - configured by the operator
+            if resp.status >= 300:
+                raise RuntimeError(f"gateway answered {resp.status}")
+    return send
+
+
+def _smtp_transport(spec: str) -> Transport:
+    host, _, port = spec.partition(":")
+
+    def send(msg: dict) -> None:
+        em = EmailMessage()
+        em["From"] = os.environ.get("LOOM_MAIL_FROM", "noreply@localhost")
+        em["To"] = msg["recipient"]
+        em["Subject"] = msg["subject"] or msg["template"]
+        em.set_content(msg["rendered"])
+        with smtplib.SMTP(host, int(port or 25), timeout=10) as smtp:
+            smtp.send_message(em)
+    return send
+
+
+def transport_for(channel: str) -> Transport:
+    spec = os.environ.get(f"LOOM_TRANSPORT_{channel.upper()}") or os.environ.get("LOOM_TRANSPORT") or "log"
+    kind, _, arg = spec.partition(":")
+    if kind == "file":
+        return _file_transport(arg or "outbox")
+    if kind == "webhook":
+        return _webhook_transport(arg)
+    if kind == "smtp":
+        return _smtp_transport(arg or "localhost:25")
+    return _log_transport
+
+
+def deliver_due(runtime: Any, now: dt.datetime, batch: int = 500) -> dict:
+    """Send queued messages that are due; retry failures with backoff."""
+    o = P.outbox
+    sent = failed = 0
+    with runtime.db.write() as conn:
+        q = (select(o).where(o.c.status == "queued", o.c.due_at <= to_db(now),
+                             or_(o.c.next_attempt_at.is_(None), o.c.next_attempt_at <= to_db(now)))
+             .order_by(o.c.due_at, o.c.id).limit(batch))
+        if conn.dialect.name == "postgresql":
+            q = q.with_for_update(skip_locked=True)
+        for msg in [dict(r) for r in conn.execute(q).mappings()]:
+            try:
+                transport_for(msg["channel"])(msg)
+                conn.execute(update(o).where(o.c.id == msg["id"]).values(status="sent", sent_at=to_db(now),
+                                                                         attempts=msg["attempts"] + 1))
+                sent += 1
+            except Exception as exc:  # noqa: BLE001 - transport errors are retried
+                attempts = msg["attempts"] + 1
+                conn.execute(update(o).where(o.c.id == msg["id"]).values(
+                    attempts=attempts, last_error=str(exc)[:2000],
+                    status="failed" if attempts >= MAX_ATTEMPTS else "queued",
+                    next_attempt_at=to_db(now + dt.timedelta(minutes=2 ** attempts))))
+                failed += 1
+    return {"messages": sent, "message_failures": failed}
+
+
+def retry(conn: Connection, message_id: int) -> bool:
+    """Admin: put a failed message back in the queue."""
+    o = P.outbox
+    return conn.execute(update(o).where(o.c.id == message_id, o.c.status == "failed")
+                        .values(status="queued", attempts=0, next_attempt_at=None)).rowcount > 0

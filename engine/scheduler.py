@@ -1,0 +1,176 @@
+"""Durable timers, fired exactly once however many workers run.
+
+Timers live in ``loom_timers`` with a unique ``key`` (so scheduling the same
+thing twice is a no-op).  A worker claims a batch of due timers with
+``SELECT ... FOR UPDATE SKIP LOCKED`` and, *in the same transaction*, runs
+each handler and marks the timer done.  So:
+
+* two workers never claim the same timer (SKIP LOCKED);
+* a worker killed mid-batch loses nothing and duplicates nothing: its
+  transaction rolls back, the row locks vanish, another worker takes them;
+* a handler that fails is rolled back to a savepoint, retried with backoff,
+  and after ``MAX_ATTEMPTS`` marked failed with its error -- the rest of the
+  batch still commits.
+
+We chose plain ``SKIP LOCKED`` over a queue library such as procrastinate:
+timers must commit atomically with the business changes they cause (the
+record update, the outbox row), which needs them in our own transaction on
+our own connection; a separate queue would add a second source of truth.
+
+Each handler runs with ``uow.now`` = the timer's due time (the instant it
+logically fires), so ``loom tick --now`` replays 90 days faithfully.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from sqlalchemy import and_, select, update
+from sqlalchemy.engine import Connection
+
+from . import platform as P
+from .auth import SYSTEM_USER
+from .clock import from_db, to_db
+from .runtime import AppNotFound
+from .uow import UnitOfWork
+
+log = logging.getLogger("loom.scheduler")
+MAX_ATTEMPTS = 5
+BATCH = 200
+
+TimerHandler = Callable[[UnitOfWork, dict], None]
+_HANDLERS: dict[str, TimerHandler] = {}
+_AFTER_TICK: list[Callable[[Any, dt.datetime], dict]] = []
+
+
+def register_timer_handler(kind: str, handler: TimerHandler) -> None:
+    """``handler(uow, timer)`` runs when a timer of ``kind`` is due; ``timer`` is a dict of the row."""
+    _HANDLERS[kind] = handler
+
+
+def register_tick_step(step: Callable[[Any, dt.datetime], dict]) -> None:
+    """Extra work per tick (e.g. outbox delivery): ``step(runtime, now) -> counts``."""
+    if step not in _AFTER_TICK:
+        _AFTER_TICK.append(step)
+
+
+def schedule(conn: Connection, *, app: str, kind: str, key: str, due_at: dt.datetime, payload: dict | None = None,
+             form: str | None = None, record_id: int | None = None) -> bool:
+    """Add a timer unless one with ``key`` already exists; True if added."""
+    values = dict(app=app, kind=kind, key=key[:255], due_at=to_db(due_at), payload=payload or {}, form=form,
+                  record_id=record_id, status="pending", attempts=0)
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+    return res.rowcount > 0
+
+
+def cancel(conn: Connection, *, app: str, form: str | None = None, record_id: int | None = None,
+           kind: str | None = None, key_prefix: str | None = None) -> int:
+    conds = [P.timers.c.app == app, P.timers.c.status == "pending"]
+    if form is not None:
+        conds.append(P.timers.c.form == form)
+    if record_id is not None:
+        conds.append(P.timers.c.record_id == record_id)
+    if kind is not None:
+        conds.append(P.timers.c.kind == kind)
+    if key_prefix is not None:
+        conds.append(P.timers.c.key.startswith(key_prefix, autoescape=True))
+    return conn.execute(update(P.timers).where(and_(*conds)).values(status="cancelled")).rowcount
+
+
+class Scheduler:
+    def __init__(self, runtime: Any, worker_id: str | None = None, batch: int = BATCH):
+        self.rt = runtime
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{threading.get_ident() % 10000}"
+        self.batch = batch
+        self._stop = threading.Event()
+
+    def tick(self, now: dt.datetime | None = None) -> dict:
+        """Fire everything due up to ``now`` (including timers that firing creates)."""
+        now = now or self.rt.clock.now()
+        counts = {"timers": 0, "failed": 0}
+        while True:
+            fired, failed = self._fire_batch(now)
+            counts["timers"] += fired
+            counts["failed"] += failed
+            if fired + failed == 0:
+                break
+        for step in _AFTER_TICK:
+            for k, v in step(self.rt, now).items():
+                counts[k] = counts.get(k, 0) + v
+        return counts
+
+    def _fire_batch(self, now: dt.datetime) -> tuple[int, int]:
+        t = P.timers
+        fired = failed = 0
+        with self.rt.db.write() as conn:
+            q = (select(t).where(t.c.status == "pending", t.c.due_at <= to_db(now))
+                 .order_by(t.c.due_at, t.c.id).limit(self.batch))
+            if conn.dialect.name == "postgresql":
+                q = q.with_for_update(skip_locked=True)
+            rows = [dict(r) for r in conn.execute(q).mappings()]
+            for row in rows:
+                ok, error = self._fire_one(conn, row)
+                if ok:
+                    conn.execute(update(t).where(t.c.id == row["id"]).values(
+                        status="done", fired_at=to_db(now), locked_by=self.worker_id, attempts=row["attempts"] + 1))
+                    fired += 1
+                else:
+                    attempts = row["attempts"] + 1
+                    final = attempts >= MAX_ATTEMPTS
+                    retry_at = from_db(row["due_at"]) + dt.timedelta(minutes=2 ** attempts)
+                    conn.execute(update(t).where(t.c.id == row["id"]).values(
+                        status="failed" if final else "pending", attempts=attempts, last_error=error[:2000],
+                        due_at=row["due_at"] if final else to_db(retry_at), locked_by=self.worker_id))
+                    failed += 1
+        return fired, failed
+
+    def _fire_one(self, conn: Connection, row: dict) -> tuple[bool, str]:
+        handler = _HANDLERS.get(row["kind"])
+        if handler is None:
+            return False, f"no handler for timer kind '{row['kind']}'"
+        try:
+            app = self.rt.app(row["app"])
+        except AppNotFound:
+            return False, f"app '{row['app']}' is not installed"
+        savepoint = conn.begin_nested()
+        try:
+            uow = UnitOfWork(self.rt, conn, app, SYSTEM_USER, from_db(row["due_at"]), lang=app.default_language)
+            handler(uow, row)
+            savepoint.commit()
+            return True, ""
+        except Exception as exc:  # noqa: BLE001 - one bad timer must not stop the others
+            savepoint.rollback()
+            log.warning("timer %s (%s) failed: %s", row["id"], row["kind"], exc)
+            return False, f"{type(exc).__name__}: {exc}"
+
+    def run_forever(self, interval: float = 1.0) -> None:
+        while not self._stop.is_set():
+            try:
+                self.tick(self.rt.clock.now())
+            except Exception:  # noqa: BLE001 - keep the worker alive (e.g. database restart)
+                log.exception("scheduler tick failed; retrying")
+                time.sleep(min(10.0, interval * 5))
+            self._stop.wait(interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def pending_timers(conn: Connection, app: str, form: str | None = None, record_id: int | None = None) -> list[dict]:
+    t = P.timers
+    q = select(t).where(t.c.app == app, t.c.status == "pending")
+    if form:
+        q = q.where(t.c.form == form)
+    if record_id is not None:
+        q = q.where(t.c.record_id == record_id)
+    return [dict(r) for r in conn.execute(q.order_by(t.c.due_at)).mappings()]

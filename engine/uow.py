@@ -1,0 +1,44 @@
+"""The unit of work: one transaction, one acting user, one instant.
+
+Everything a request or a timer does -- the record change, the rules it
+triggers, the outbox rows and timers they write -- shares one ``UnitOfWork``
+and so one transaction and one ``now``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from sqlalchemy.engine import Connection
+
+from .auth import SYSTEM_USER, User
+from .definitions import AppDef
+
+MAX_DEPTH = 8   # rules triggering rules: beyond this we stop with a clear error
+
+
+@dataclass
+class UnitOfWork:
+    runtime: Any
+    conn: Connection
+    app: AppDef
+    user: User
+    now: dt.datetime
+    depth: int = 0
+    lang: str = "zh"
+    notes: list = field(default_factory=list)   # warnings collected for the response (e.g. duplicates)
+
+    def service(self, name: str) -> Any:
+        return self.runtime.services[name]
+
+    def as_system(self) -> "UnitOfWork":
+        """Same transaction, acting as the system (rules, timers)."""
+        return replace(self, user=SYSTEM_USER)
+
+    def deeper(self) -> "UnitOfWork":
+        return replace(self, depth=self.depth + 1)
+
+    def eval_context(self, **kw: Any):
+        from .expressions import EvalContext
+        return EvalContext(now=self.now, tz=self.app.tz, **kw)

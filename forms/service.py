@@ -1,0 +1,647 @@
+"""The record service: the only way records are read and written.
+
+Server-side validation here is the single source of truth -- the JSON API,
+the HTML forms, Excel imports and the rules engine all come through it and
+get the same per-field errors.  Every write happens inside the caller's
+unit of work, is recorded in the record's history, and publishes an event
+(``record.created`` / ``record.updated`` / ``record.deleted``) that the rules
+and flows engines react to in the same transaction.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Iterable, Mapping
+
+from sqlalchemy import Table, and_, func, literal, or_, select, update
+from sqlalchemy.sql import ColumnElement, Select
+
+from engine import platform as P
+from engine.clock import from_db, to_db
+from engine.crypto import mask
+from engine.definitions import AppDef
+from engine.errors import Forbidden, NotFound, RecordInvalid
+from engine.events import Event
+from engine.expressions import ExpressionError
+from engine.uow import MAX_DEPTH, UnitOfWork
+
+from .access import Grant, grant, row_filter_sql
+from .fieldtypes import FieldValueError
+from .model import SYSTEM_COLUMNS, FieldDef, FormDef
+from .tables import bi_column, build_tables, child_forms
+
+MAX_LIMIT = 500
+
+
+def _msg(uow: UnitOfWork, text: Mapping[str, str] | str) -> str:
+    if isinstance(text, str):
+        return text
+    return text.get(uow.lang) or text.get("zh") or text.get("en") or ""
+
+
+def _err(field: str | None, code: str, message: str) -> dict:
+    return {"field": field, "code": code, "message": message}
+
+
+def _bilingual(zh: str, en: str) -> dict:
+    return {"zh": zh, "en": en}
+
+
+class Records:
+    """Create, read, update, delete and list records of any form."""
+
+    def __init__(self, runtime: Any):
+        self.rt = runtime
+        self._tables: dict[str, tuple[dict[str, Table], set[str]]] = {}
+
+    # -- definitions and tables ------------------------------------------
+    def tables(self, app: AppDef) -> dict[str, Table]:
+        cached = self._tables.get(app.digest)
+        if cached is None:
+            _, tables = build_tables(app.forms)
+            cached = (tables, child_forms(app.forms))
+            self._tables[app.digest] = cached
+        return cached[0]
+
+    def table(self, app: AppDef, form: str) -> Table:
+        return self.tables(app)[form]
+
+    def form(self, app: AppDef, name: str) -> FormDef:
+        fd = app.forms.get(name)
+        if fd is None:
+            raise NotFound(f"no form '{name}' in app '{app.name}'")
+        return fd
+
+    # -- value conversion ------------------------------------------------
+    def _encode(self, f: FieldDef, value: Any) -> dict[str, Any]:
+        """Python value -> column values (ciphertext + blind index for PII)."""
+        if value is None:
+            return {f.name: None, **({bi_column(f.name): None} if f.pii else {})}
+        if f.pii:
+            plain = str(value)
+            return {f.name: self.rt.keyring.encrypt(plain), bi_column(f.name): self.rt.keyring.blind_index(plain)}
+        return {f.name: f.ftype.to_db(value, f.spec)}
+
+    def decode(self, form: FormDef, row: Mapping[str, Any]) -> dict[str, Any]:
+        rec: dict[str, Any] = {}
+        for col in SYSTEM_COLUMNS:
+            v = row.get(col)
+            rec[col] = from_db(v) if isinstance(v, dt.datetime) else v
+        if "parent_id" in row:
+            rec["parent_id"] = row["parent_id"]
+        for f in form.stored_fields():
+            v = row.get(f.name)
+            if v is not None and f.pii:
+                v = self.rt.keyring.decrypt(v)
+            rec[f.name] = f.ftype.from_db(v, f.spec) if v is not None else None
+        return rec
+
+    def to_json(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], g: Grant | None = None) -> dict:
+        """What a user sees: hidden fields removed, PII masked without ``view_pii``."""
+        g = g or grant(form, uow.user, "read")
+        show_pii = self.can_view_pii(uow)
+        out: dict[str, Any] = {}
+        for col in SYSTEM_COLUMNS:
+            v = rec.get(col)
+            out[col] = _iso(v) if isinstance(v, dt.datetime) else v
+        for name, f in form.fields.items():
+            if name in g.hidden or name not in rec:
+                continue
+            v = rec[name]
+            if v is not None and f.pii and not show_pii:
+                out[name] = mask(str(v))
+            else:
+                out[name] = f.ftype.to_json(v, f.spec) if v is not None else None
+        return out
+
+    def can_view_pii(self, uow: UnitOfWork) -> bool:
+        if uow.user.is_system:
+            return True
+        return any("view_pii" in uow.app.roles[r].permissions for r in uow.user.roles if r in uow.app.roles)
+
+    # -- expression environment -----------------------------------------
+    def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> dict:
+        data = dict(rec)
+        data["record"] = rec
+        data["current_user"] = uow.user.env()
+        data["settings"] = dict(uow.app.settings)
+        if old is not None:
+            data["old"] = dict(old)
+        return data
+
+    def resolver(self, uow: UnitOfWork, form: FormDef, table: Table | None = None):
+        """Map expression names to SQL for ``Expression.to_sql``."""
+        table = table if table is not None else self.table(uow.app, form.name)
+        user_env = uow.user.env()
+        tables = self.tables(uow.app)
+
+        def resolve(path: tuple):
+            head = path[0]
+            if head == "current_user":
+                return user_env.get(path[1]) if len(path) > 1 else uow.user.username
+            if head == "record":
+                path = path[1:]
+                head = path[0]
+            if len(path) == 1:
+                f = form.fields.get(head)
+                if f is not None and f.pii:
+                    raise ExpressionError(f"'{head}' is personal data (pii) and cannot be compared in a database filter")
+                return table.c[head]
+            link = form.fields[head]
+            target = tables[link.target_form]
+            return select(target.c[path[1]]).where(target.c.id == table.c[head]).scalar_subquery()
+        return resolve
+
+    # -- reading ---------------------------------------------------------
+    def readable(self, uow: UnitOfWork, form: FormDef, action: str = "read") -> tuple[Select, Grant]:
+        """``SELECT * FROM form WHERE <user may read>``: the base of lists, reports and exports."""
+        g = grant(form, uow.user, action)
+        if not g.allowed:
+            raise Forbidden(f"you may not {action} {form.label.get('en') or form.name} records")
+        table = self.table(uow.app, form.name)
+        q = select(table)
+        if not g.all_rows:
+            q = q.where(row_filter_sql(g, self.resolver(uow, form, table), uow.conn.dialect.name, ctx=uow.eval_context()))
+        return q, g
+
+    def get(self, uow: UnitOfWork, form_name: str, record_id: int, action: str = "read") -> dict:
+        """The record as Python values, or NotFound (also when the user may not read it)."""
+        form = self.form(uow.app, form_name)
+        q, _ = self.readable(uow, form, action)
+        table = self.table(uow.app, form.name)
+        row = uow.conn.execute(q.where(table.c.id == record_id)).mappings().first()
+        if row is None:
+            raise NotFound(f"{form.name} {record_id} not found")
+        return self.decode(form, row)
+
+    def load(self, uow: UnitOfWork, form_name: str, record_id: int) -> dict | None:
+        """Unchecked read for engines acting as the system."""
+        form = self.form(uow.app, form_name)
+        table = self.table(uow.app, form.name)
+        row = uow.conn.execute(select(table).where(table.c.id == record_id)).mappings().first()
+        return self.decode(form, row) if row else None
+
+    def list(self, uow: UnitOfWork, form_name: str, *, filters: Mapping[str, str] | None = None, q: str | None = None,
+             order: str | None = None, limit: int = 50, offset: int = 0, count: bool = True) -> tuple[list[dict], int | None]:
+        form = self.form(uow.app, form_name)
+        base, g = self.readable(uow, form)
+        table = self.table(uow.app, form.name)
+        conds = self._filter_conditions(uow, form, table, filters or {}, g)
+        if q:
+            conds.append(self._search_condition(form, table, q))
+        if conds:
+            base = base.where(and_(*conds))
+        total = None
+        if count:
+            total = uow.conn.execute(select(func.count()).select_from(base.subquery())).scalar()
+        order = order or form.list_order
+        col_name = order.lstrip("-")
+        if col_name not in table.c or (col_name in form.fields and form.fields[col_name].pii):
+            raise RecordInvalid([_err(None, "bad_order", f"cannot sort by '{col_name}'")])
+        col = table.c[col_name]
+        base = base.order_by(col.desc() if order.startswith("-") else col.asc(), table.c.id.desc())
+        limit = max(1, min(int(limit), MAX_LIMIT))
+        rows = uow.conn.execute(base.limit(limit).offset(max(0, int(offset)))).mappings().all()
+        return [self.decode(form, r) for r in rows], total
+
+    def _filter_conditions(self, uow, form: FormDef, table: Table, filters: Mapping[str, str], g: Grant) -> list:
+        conds: list[ColumnElement] = []
+        for key, raw in filters.items():
+            name, _, op = key.partition("__")
+            op = op or "eq"
+            if name in SYSTEM_COLUMNS:
+                col = table.c[name]
+                value = int(raw) if name == "id" and str(raw).isdigit() else raw
+                conds.append(_op(col, op, value, name))
+                continue
+            f = form.fields.get(name)
+            if f is None or not f.stored or name in g.hidden:
+                raise RecordInvalid([_err(name, "unknown_field", f"cannot filter by '{name}': no such field")])
+            if op not in f.ftype.filter_ops and op != "eq":
+                raise RecordInvalid([_err(name, "bad_operator", f"'{op}' is not a filter for {f.type} fields; use one of: {', '.join(f.ftype.filter_ops)}")])
+            if op == "empty":
+                conds.append(table.c[name].is_(None) if str(raw).lower() in ("1", "true", "yes") else table.c[name].is_not(None))
+                continue
+            try:
+                value = f.ftype.parse_filter(op, raw, dict(f.spec))
+            except FieldValueError as exc:
+                raise RecordInvalid([_err(name, exc.code, _msg(uow, exc.message))]) from None
+            if f.pii:
+                if op != "eq":
+                    raise RecordInvalid([_err(name, "bad_operator", f"'{name}' is personal data: only exact match is possible")])
+                conds.append(table.c[bi_column(name)] == self.rt.keyring.blind_index(str(value)))
+                continue
+            conds.append(_op(table.c[name], op, value, name))
+        return conds
+
+    def _search_condition(self, form: FormDef, table: Table, q: str) -> ColumnElement:
+        q = q.strip()[:100]
+        clauses = []
+        for name in form.search:
+            f = form.fields.get(name)
+            if f is None:
+                if name in table.c:
+                    clauses.append(table.c[name] == q)
+                continue
+            if f.pii:
+                clauses.append(table.c[bi_column(name)] == self.rt.keyring.blind_index(q))
+            else:
+                pattern = "%" + q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+                clauses.append(table.c[name].like(pattern, escape="\\"))
+        if q.isdigit():
+            clauses.append(table.c.id == int(q))
+        return or_(*clauses) if clauses else literal(False)
+
+    # -- writing ---------------------------------------------------------
+    def create(self, uow: UnitOfWork, form_name: str, data: Mapping[str, Any], *, trusted: bool = False,
+               owner: str | None = None, parent_id: int | None = None) -> dict:
+        form = self.form(uow.app, form_name)
+        g = grant(form, uow.user, "create")
+        if not g.allowed and not trusted:
+            raise Forbidden(f"you may not create {form.label.get('en') or form.name} records")
+        table = self.table(uow.app, form.name)
+        values, errors, children = self._parse_input(uow, form, data, g, trusted, creating=True)
+        rec = {c: None for c in SYSTEM_COLUMNS}
+        rec.update({f: None for f in form.fields})
+        rec.update(values)
+        rec["created_at"] = rec["updated_at"] = uow.now
+        rec["created_by"] = uow.user.username
+        owner_given = data.get("owner") if trusted or uow.user.has_role("admin") else None
+        rec["owner"] = owner or owner_given or None
+        if "state" in data and trusted:
+            rec["state"] = data["state"]
+        self._apply_defaults(uow, form, rec, values)
+        self._compute_formulas(uow, form, rec)
+        errors += self._check_record(uow, form, rec, None, table)
+        if errors:
+            raise RecordInvalid(errors)
+        self._number(uow, form, rec)
+        row = self._row_values(form, rec, form.fields.keys())
+        row.update(created_at=to_db(uow.now), updated_at=to_db(uow.now), created_by=rec["created_by"],
+                   owner=rec["owner"], state=rec.get("state"))
+        if parent_id is not None:
+            row["parent_id"] = parent_id
+        new_id = uow.conn.execute(table.insert().values(**row).returning(table.c.id)).scalar_one()
+        rec["id"] = new_id
+        for fname, rows in children.items():
+            self._write_children(uow, form.fields[fname], new_id, rows, replace_existing=False)
+        self._history(uow, form, new_id, "create", {k: [None, self._history_value(form, k, v)] for k, v in values.items() if v is not None})
+        self._publish(uow, Event("record.created", uow.app.name, form.name, rec, changed=frozenset(values)))
+        return self.load(uow, form.name, new_id) or rec
+
+    def update(self, uow: UnitOfWork, form_name: str, record_id: int, data: Mapping[str, Any], *,
+               trusted: bool = False, system_values: Mapping[str, Any] | None = None) -> dict:
+        """Change fields; ``system_values`` sets ``owner``/``state`` (engines only)."""
+        form = self.form(uow.app, form_name)
+        if trusted:
+            old = self.load(uow, form.name, record_id)
+            if old is None:
+                raise NotFound(f"{form.name} {record_id} not found")
+            g = grant(form, uow.user, "update") if not uow.user.is_system else Grant(True, True, (), frozenset(), frozenset())
+        else:
+            old = self.get(uow, form.name, record_id, action="read")
+            g = grant(form, uow.user, "update")
+            if not g.allowed:
+                raise Forbidden(f"you may not change {form.label.get('en') or form.name} records")
+            self.get(uow, form.name, record_id, action="update")  # row-level update rights
+        table = self.table(uow.app, form.name)
+        values, errors, children = self._parse_input(uow, form, data, g, trusted, creating=False, old=old)
+        rec = dict(old)
+        rec.update(values)
+        for key in ("owner", "state"):
+            if system_values and key in system_values:
+                rec[key] = system_values[key]
+        if not trusted and "owner" in data and uow.user.has_role("admin"):
+            rec["owner"] = data["owner"] or None
+        self._compute_formulas(uow, form, rec)
+        changed = {k for k in form.fields if rec.get(k) != old.get(k)} | {k for k in ("owner", "state") if rec.get(k) != old.get(k)}
+        errors += self._check_record(uow, form, rec, old, table, only_changed=changed)
+        if errors:
+            raise RecordInvalid(errors)
+        if not changed and not children:
+            return old
+        row = self._row_values(form, rec, [k for k in changed if k in form.fields])
+        for key in ("owner", "state"):
+            if key in changed:
+                row[key] = rec[key]
+        rec["updated_at"] = uow.now
+        row["updated_at"] = to_db(uow.now)
+        uow.conn.execute(update(table).where(table.c.id == record_id).values(**row))
+        for fname, rows in children.items():
+            self._write_children(uow, form.fields[fname], record_id, rows, replace_existing=True)
+        self._history(uow, form, record_id, "update",
+                      {k: [self._history_value(form, k, old.get(k)), self._history_value(form, k, rec.get(k))] for k in sorted(changed)})
+        self._publish(uow, Event("record.updated", uow.app.name, form.name, rec, old=old, changed=frozenset(changed)))
+        return self.load(uow, form.name, record_id) or rec
+
+    def delete(self, uow: UnitOfWork, form_name: str, record_id: int, *, trusted: bool = False) -> None:
+        form = self.form(uow.app, form_name)
+        if trusted:
+            old = self.load(uow, form.name, record_id)
+            if old is None:
+                raise NotFound(f"{form.name} {record_id} not found")
+        else:
+            self.get(uow, form.name, record_id)          # 404 if not readable
+            old = self.get(uow, form.name, record_id, action="delete")
+        table = self.table(uow.app, form.name)
+        children = child_forms(uow.app.forms)
+        for f in form.fields.values():
+            if f.type == "child_table" and f.target_form in children:
+                ct = self.table(uow.app, f.target_form)
+                uow.conn.execute(ct.delete().where(ct.c.parent_id == record_id))
+        uow.conn.execute(table.delete().where(table.c.id == record_id))
+        self._history(uow, form, record_id, "delete", {})
+        self._publish(uow, Event("record.deleted", uow.app.name, form.name, old))
+
+    # -- internals -------------------------------------------------------
+    def _publish(self, uow: UnitOfWork, event: Event) -> None:
+        if uow.depth >= MAX_DEPTH:
+            raise RecordInvalid([_err(None, "loop", f"rules changed records {MAX_DEPTH} levels deep while handling "
+                                      f"{event.form}; a rule probably triggers itself -- add a condition that stops it")])
+        self.rt.bus.publish(event, uow.deeper())
+
+    def _parse_input(self, uow, form: FormDef, data: Mapping[str, Any], g: Grant, trusted: bool, creating: bool,
+                     old: Mapping[str, Any] | None = None) -> tuple[dict, list, dict]:
+        values: dict[str, Any] = {}
+        errors: list[dict] = []
+        children: dict[str, list] = {}
+        if not isinstance(data, Mapping):
+            raise RecordInvalid([_err(None, "bad_body", "expected a JSON object of field values")])
+        for key, raw in data.items():
+            if key in SYSTEM_COLUMNS:
+                if key in ("owner", "state") or (key == "id" and old is not None and raw == old.get("id")):
+                    continue  # owner/state are set by assignment and flows, not by plain edits
+                if key in ("created_at", "updated_at", "created_by", "id"):
+                    continue
+            f = form.fields.get(key)
+            if f is None:
+                errors.append(_err(key, "unknown_field", f"unknown field '{key}'"))
+                continue
+            if not trusted:
+                if key in g.hidden:
+                    errors.append(_err(key, "forbidden", _msg(uow, _bilingual(f"无权修改字段“{_msg(uow, f.label)}”", f"you may not set '{key}'"))))
+                    continue
+                readonly = f.readonly or key in g.readonly
+                if readonly:
+                    if old is not None and raw == self._json_value(f, old.get(key)):
+                        continue
+                    if f.type in ("formula", "lookup", "auto_number") or readonly:
+                        errors.append(_err(key, "readonly", _msg(uow, _bilingual(f"字段“{_msg(uow, f.label)}”为只读", f"'{key}' is read-only"))))
+                        continue
+            if f.type == "child_table":
+                if raw is None:
+                    raw = []
+                if not isinstance(raw, list):
+                    errors.append(_err(key, "invalid", _msg(uow, _bilingual("应为行列表", "expected a list of rows"))))
+                    continue
+                children[key] = raw
+                continue
+            try:
+                spec = dict(f.spec)
+                spec["_tz"] = uow.app.tz
+                if f.type == "cascade" and f.spec.get("options_file"):
+                    spec["_options_tree"] = self._options_tree(uow.app, f.spec["options_file"])
+                values[key] = f.ftype.parse(raw, spec)
+            except FieldValueError as exc:
+                errors.append(_err(key, exc.code, _msg(uow, exc.message)))
+        return values, errors, children
+
+    def _json_value(self, f: FieldDef, value: Any) -> Any:
+        return f.ftype.to_json(value, f.spec) if value is not None else None
+
+    _trees: dict = {}
+
+    def _options_tree(self, app: AppDef, path: str) -> Any:
+        key = (app.digest, path)
+        if key not in self._trees:
+            from engine.yamlpos import load_yaml
+            import json
+            raw = app.package.text(path)
+            self._trees[key] = json.loads(raw) if path.endswith(".json") else load_yaml(raw).data
+        return self._trees[key]
+
+    def _apply_defaults(self, uow, form: FormDef, rec: dict, given: Mapping[str, Any]) -> None:
+        env = None
+        for name, f in form.fields.items():
+            if f.default is None or rec.get(name) is not None or name in given:
+                continue
+            env = env or self.env(uow, form, rec)
+            try:
+                value = f.default.evaluate(env, uow.eval_context())
+                spec = dict(f.spec)
+                spec["_tz"] = uow.app.tz
+                rec[name] = f.ftype.parse(_jsonable(value), spec) if value is not None else None
+            except (ExpressionError, FieldValueError):
+                rec[name] = None
+
+    def _compute_formulas(self, uow, form: FormDef, rec: dict) -> None:
+        env = None
+        for name, f in form.fields.items():
+            if f.formula is None:
+                continue
+            env = env or self.env(uow, form, rec)
+            try:
+                rec[name] = f.formula.evaluate(env, uow.eval_context())
+            except ExpressionError:
+                rec[name] = None
+            env[name] = rec[name]
+
+    def _check_record(self, uow, form: FormDef, rec: dict, old: dict | None, table: Table,
+                      only_changed: Iterable[str] | None = None) -> list[dict]:
+        errors: list[dict] = []
+        env = self.env(uow, form, rec, old)
+        ctx = uow.eval_context()
+
+        def truthy(expr) -> bool:
+            try:
+                return bool(expr.evaluate(env, ctx))
+            except ExpressionError:
+                return False
+
+        for name, f in form.fields.items():
+            if f.type in ("formula", "lookup", "auto_number", "child_table"):
+                continue
+            visible = f.visible_when is None or truthy(f.visible_when)
+            required = f.required or (f.required_when is not None and truthy(f.required_when))
+            if visible and required and _empty(rec.get(name)):
+                errors.append(_err(name, "required", _msg(uow, _bilingual(f"请填写“{_msg(uow, f.label)}”", f"{f.label.get('en') or name} is required"))))
+        for v in form.validations:
+            if v.when is not None and not truthy(v.when):
+                continue
+            try:
+                ok = v.rule.evaluate(env, ctx)
+            except ExpressionError:
+                ok = False
+            if not ok:
+                errors.append(_err(v.field, "validation", _msg(uow, v.message)))
+        changed = set(only_changed) if only_changed is not None else None
+        for name, f in form.fields.items():
+            if not f.unique or rec.get(name) is None or (changed is not None and name not in changed
+                                                         and not (isinstance(f.unique, tuple) and set(f.unique) & changed)):
+                continue
+            col = table.c[bi_column(name)] if f.pii else table.c[name]
+            value = self.rt.keyring.blind_index(str(rec[name])) if f.pii else f.ftype.to_db(rec[name], f.spec)
+            cond = [col == value]
+            if isinstance(f.unique, tuple):
+                for scope in f.unique:
+                    sv = rec.get(scope)
+                    cond.append(table.c[scope].is_(None) if sv is None else table.c[scope] == (
+                        form.fields[scope].ftype.to_db(sv, form.fields[scope].spec) if scope in form.fields else sv))
+            if rec.get("id") is not None:
+                cond.append(table.c.id != rec["id"])
+            if uow.conn.execute(select(table.c.id).where(*cond).limit(1)).first():
+                scope_txt = "" if not isinstance(f.unique, tuple) else "（同一" + "、".join(_msg(uow, form.fields[s].label) if s in form.fields else s for s in f.unique) + "内）"
+                errors.append(_err(name, "unique", _msg(uow, _bilingual(
+                    f"“{_msg(uow, f.label)}”已存在{scope_txt}，请检查是否重复录入",
+                    f"another record already has this {f.label.get('en') or name}"))))
+        tables = self.tables(uow.app)
+        for name, f in form.fields.items():
+            if f.type == "link" and rec.get(name) is not None and (changed is None or name in changed):
+                target = tables.get(f.target_form)
+                if target is not None and not uow.conn.execute(select(target.c.id).where(target.c.id == rec[name])).first():
+                    errors.append(_err(name, "not_found", _msg(uow, _bilingual(
+                        f"“{_msg(uow, f.label)}”指向的记录不存在（编号 {rec[name]}）", f"{f.label.get('en') or name}: record {rec[name]} does not exist"))))
+            if f.type == "user" and rec.get(name) and (changed is None or name in changed):
+                if not uow.conn.execute(select(P.users.c.id).where(P.users.c.username == rec[name])).first():
+                    errors.append(_err(name, "not_found", _msg(uow, _bilingual(f"用户“{rec[name]}”不存在", f"no user '{rec[name]}'"))))
+        return errors
+
+    def duplicates(self, uow: UnitOfWork, form_name: str, data: Mapping[str, Any], exclude_id: int | None = None) -> list[dict]:
+        """Warnings before save: other records with the same phone/VIN/..."""
+        form = self.form(uow.app, form_name)
+        table = self.table(uow.app, form.name)
+        found = []
+        for name in form.duplicate_check:
+            f = form.fields.get(name)
+            raw = data.get(name)
+            if f is None or raw in (None, ""):
+                continue
+            try:
+                value = f.ftype.parse(raw, dict(f.spec))
+            except FieldValueError:
+                continue
+            col = table.c[bi_column(name)] if f.pii else table.c[name]
+            key = self.rt.keyring.blind_index(str(value)) if f.pii else f.ftype.to_db(value, f.spec)
+            q = select(table.c.id).where(col == key)
+            if exclude_id:
+                q = q.where(table.c.id != exclude_id)
+            ids = [r.id for r in uow.conn.execute(q.limit(5))]
+            if ids:
+                found.append({"field": name, "ids": ids, "message": _msg(uow, _bilingual(
+                    f"已有相同“{_msg(uow, f.label)}”的记录：{', '.join(map(str, ids))}", f"records with the same {f.label.get('en') or name} exist: {', '.join(map(str, ids))}"))})
+        return found
+
+    def _number(self, uow, form: FormDef, rec: dict) -> None:
+        """Fill auto_number fields from a gap-free per-key counter in this transaction."""
+        for name, f in form.fields.items():
+            if f.type != "auto_number" or rec.get(name):
+                continue
+            local = uow.now.astimezone(uow.app.tz)
+            pattern = f.spec.get("pattern") or "{######}"
+            key = f"{form.name}.{name}:{f.ftype.sequence_key(pattern, local)}"
+            seq = next_sequence(uow.conn, uow.app.name, key)
+            rec[name] = f.ftype.render_pattern(pattern, local, seq)
+
+    def _row_values(self, form: FormDef, rec: Mapping[str, Any], names: Iterable[str]) -> dict:
+        row: dict[str, Any] = {}
+        for name in names:
+            f = form.fields[name]
+            if f.stored:
+                row.update(self._encode(f, rec.get(name)))
+        return row
+
+    def _write_children(self, uow, f: FieldDef, parent_id: int, rows: list, replace_existing: bool) -> None:
+        child = self.form(uow.app, f.target_form)
+        ct = self.table(uow.app, child.name)
+        if replace_existing:
+            uow.conn.execute(ct.delete().where(ct.c.parent_id == parent_id))
+        errors = []
+        for i, row in enumerate(rows):
+            try:
+                self.create(uow, child.name, row, trusted=True, parent_id=parent_id)
+            except RecordInvalid as exc:
+                errors += [_err(f"{f.name}[{i}].{e['field']}", e["code"], e["message"]) for e in exc.errors]
+        if errors:
+            raise RecordInvalid(errors)
+
+    def children(self, uow, form: FormDef, field: str, parent_id: int) -> list[dict]:
+        f = form.fields[field]
+        child = self.form(uow.app, f.target_form)
+        ct = self.table(uow.app, child.name)
+        rows = uow.conn.execute(select(ct).where(ct.c.parent_id == parent_id).order_by(ct.c.id)).mappings().all()
+        return [self.decode(child, r) for r in rows]
+
+    def _history_value(self, form: FormDef, name: str, value: Any) -> Any:
+        f = form.fields.get(name)
+        if value is None:
+            return None
+        if f is not None and f.pii:
+            return mask(str(value))
+        if f is not None:
+            return f.ftype.to_json(value, f.spec)
+        return _iso(value) if isinstance(value, dt.datetime) else value
+
+    def _history(self, uow, form: FormDef, record_id: int, kind: str, changes: dict, comment: str | None = None) -> None:
+        uow.conn.execute(P.history.insert().values(app=uow.app.name, form=form.name, record_id=record_id, at=to_db(uow.now),
+                                                   actor=uow.user.username, kind=kind, changes=changes, comment=comment))
+
+    def add_history(self, uow, form_name: str, record_id: int, kind: str, changes: dict | None = None, comment: str | None = None) -> None:
+        """For other engines: a line on the record's timeline (transition, rule, message...)."""
+        uow.conn.execute(P.history.insert().values(app=uow.app.name, form=form_name, record_id=record_id, at=to_db(uow.now),
+                                                   actor=uow.user.username, kind=kind, changes=changes or {}, comment=comment))
+
+    def history(self, uow, form_name: str, record_id: int) -> list[dict]:
+        rows = uow.conn.execute(select(P.history).where(P.history.c.app == uow.app.name, P.history.c.form == form_name,
+                                                        P.history.c.record_id == record_id).order_by(P.history.c.id)).mappings().all()
+        return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": r["changes"], "comment": r["comment"]} for r in rows]
+
+
+def next_sequence(conn, app: str, key: str) -> int:
+    """Gap-free counter: incremented inside the caller's transaction (row lock on PostgreSQL)."""
+    res = conn.execute(update(P.sequences).where(P.sequences.c.app == app, P.sequences.c.key == key)
+                       .values(value=P.sequences.c.value + 1).returning(P.sequences.c.value)).first()
+    if res is not None:
+        return int(res[0])
+    if conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+        stmt = pg_insert(P.sequences).values(app=app, key=key, value=1)
+        stmt = stmt.on_conflict_do_update(index_elements=["app", "key"], set_={"value": P.sequences.c.value + 1})
+        return int(conn.execute(stmt.returning(P.sequences.c.value)).scalar_one())
+    conn.execute(P.sequences.insert().values(app=app, key=key, value=1))
+    return 1
+
+
+def _op(col, op: str, value: Any, name: str) -> ColumnElement:
+    if op == "eq":
+        return col.is_(None) if value is None else col == value
+    if op == "ne":
+        return col != value
+    if op in ("lt", "lte", "gt", "gte"):
+        return {"lt": col < value, "lte": col <= value, "gt": col > value, "gte": col >= value}[op]
+    if op == "in":
+        return col.in_(value if isinstance(value, (list, tuple)) else str(value).split(","))
+    if op == "contains":
+        return col.like(f"%{value}%")
+    if op == "startswith":
+        return col.like(f"{value}%")
+    if op == "between":
+        lo, hi = value if isinstance(value, (list, tuple)) else str(value).split(",", 1)
+        return col.between(lo, hi)
+    raise RecordInvalid([_err(name, "bad_operator", f"unknown filter operator '{op}'")])
+
+
+def _empty(value: Any) -> bool:
+    return value is None or value == "" or value == [] or value == {}
+
+
+def _iso(value: dt.datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.timezone.utc)
+    return value.astimezone(dt.timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.date, dt.datetime)):
+        return value.isoformat()
+    return value

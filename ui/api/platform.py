@@ -1,0 +1,121 @@
+"""JSON API: sign-in, apps (list, upload, export), tasks and outbox."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy import select
+
+from engine import platform as P
+from engine.audit import audit
+from engine.auth import AuthError, User, authenticate, issue_token, revoke_token
+from engine.clock import from_db
+from engine.installer import InstallError, install
+from engine.package import PackageError, read_package
+from engine.problems import DefinitionError
+
+from ..deps import current_user, oauth2, runtime
+
+router = APIRouter(prefix="/api", tags=["platform"])
+MAX_UPLOAD = 50 * 1024 * 1024
+
+
+def _iso(v):
+    v = from_db(v)
+    return v.isoformat().replace("+00:00", "Z") if v else None
+
+
+@router.post("/auth/token", tags=["auth"], summary="Sign in; returns a bearer token")
+def sign_in(request: Request, username: str = Form(...), password: str = Form(...)):
+    rt = runtime(request)
+    now = rt.clock.now()
+    ip = request.client.host if request.client else None
+    try:
+        with rt.db.write() as conn:
+            user = authenticate(conn, now, username, password)
+            token = issue_token(conn, now, user.username)
+            audit(conn, now, user.username, "auth.sign_in", ip=ip)
+    except AuthError as exc:
+        with rt.db.write() as conn:
+            audit(conn, now, username[:64], "auth.failed", ip=ip)
+        raise HTTPException(401, str(exc)) from None
+    return {"access_token": token, "token_type": "bearer"}
+
+
+@router.post("/auth/revoke", tags=["auth"], summary="Sign out: revoke the token used")
+def sign_out(request: Request, user: User = Depends(current_user), token: str | None = Depends(oauth2)):
+    rt = runtime(request)
+    with rt.db.write() as conn:
+        revoke_token(conn, rt.clock.now(), token or request.cookies.get("loom_session", ""))
+        audit(conn, rt.clock.now(), user.username, "auth.sign_out")
+    return {"revoked": True}
+
+
+@router.get("/me", tags=["auth"], summary="The signed-in user")
+def me(user: User = Depends(current_user)):
+    return {"username": user.username, "roles": sorted(user.roles), "attrs": dict(user.attrs),
+            "display_name": user.display_name, "language": user.language}
+
+
+def _require_permission(rt, user: User, permission: str, app_name: str | None = None) -> None:
+    if "admin" in user.roles:
+        return
+    names = [app_name] if app_name else rt.app_names()
+    for name in names:
+        try:
+            app = rt.app(name)
+        except Exception:  # noqa: BLE001
+            continue
+        if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles):
+            return
+    raise HTTPException(403, f"this needs the '{permission}' permission")
+
+
+@router.get("/apps", tags=["apps"], summary="Installed apps")
+def list_apps(request: Request, user: User = Depends(current_user)):
+    rt = runtime(request)
+    with rt.db.read() as conn:
+        rows = conn.execute(select(P.apps).order_by(P.apps.c.name)).mappings().all()
+    out = []
+    for r in rows:
+        app = rt.app(r["name"])
+        if "admin" in user.roles or user.roles & set(app.roles):
+            out.append({"name": r["name"], "version": r["version"], "title": r["title"],
+                        "installed_at": _iso(r["installed_at"]), "updated_at": _iso(r["updated_at"]),
+                        "forms": sorted(app.forms)})
+    return {"items": out}
+
+
+@router.post("/apps", tags=["apps"], summary="Upload an app package (.zip) to install or upgrade")
+async def upload_app(request: Request, file: UploadFile = File(...), dry_run: bool = False, allow_drop: bool = False,
+                     user: User = Depends(current_user)):
+    rt = runtime(request)
+    _require_permission(rt, user, "manage_app")
+    blob = await file.read(MAX_UPLOAD + 1)
+    if len(blob) > MAX_UPLOAD:
+        raise HTTPException(413, f"package too large (max {MAX_UPLOAD // 2**20} MB)")
+    try:
+        package = read_package(blob)
+        report = install(rt, package, actor=user.username, dry_run=dry_run, allow_drop=allow_drop)
+    except PackageError as exc:
+        return JSONResponse({"problems": [{"file": "", "line": 0, "col": 0, "message": str(exc)}],
+                             "errors": [{"field": None, "code": "package", "message": str(exc)}]}, status_code=422)
+    except DefinitionError as exc:
+        return JSONResponse({"problems": [p.as_dict() for p in exc.problems],
+                             "errors": [{"field": p.file, "code": "definition", "message": str(p)} for p in exc.problems]},
+                            status_code=422)
+    except InstallError as exc:
+        return JSONResponse({"problems": [], "errors": [{"field": None, "code": "install", "message": str(exc)}]},
+                            status_code=422)
+    return {**report.as_dict(), "report": report.lines()}
+
+
+@router.get("/apps/{app}/package", tags=["apps"], summary="Export the installed package as a .zip")
+def export_app(app: str, request: Request, user: User = Depends(current_user)):
+    rt = runtime(request)
+    _require_permission(rt, user, "manage_app", app)
+    try:
+        appdef = rt.app(app)
+    except Exception:  # noqa: BLE001
+        raise HTTPException(404, f"no app '{app}' is installed") from None
+    return Response(appdef.package.to_zip(), media_type="application/zip",
+                    headers={"Content-Disposition": f'attachment; filename="{app}-{appdef.version}.zip"'})

@@ -1,0 +1,98 @@
+"""The FastAPI application: JSON API, HTML pages and static files.
+
+Errors are mapped here, once: a ``LoomError`` becomes its HTTP status with a
+message written for people, per-field problems become the contract's
+``{"errors": [{"field", "code", "message"}]}``, and anything unexpected is
+logged and answered with a short apology -- never a traceback.
+"""
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from engine.errors import LoomError, RecordInvalid
+from engine.expressions import ExpressionError
+from engine.runtime import Runtime
+
+log = logging.getLogger("loom")
+STATIC = Path(__file__).with_name("static")
+
+# Routers are collected from these modules if they exist; engines' API
+# modules (tasks, transitions, reports...) plug in the same way.  Order
+# matters: specific paths before the generic /api/apps/{app}/{form}.
+ROUTER_MODULES = ("ui.api.platform", "ui.api.flows", "ui.api.reports", "ui.api.admin", "ui.api.records", "ui.pages")
+
+
+def create_app(rt: Runtime) -> FastAPI:
+    app = FastAPI(title="Loom", version="0.1.0",
+                  description="Metadata-driven apps: forms, flows, rules and reports from YAML.")
+    app.state.runtime = rt
+    for name in ROUTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:
+                continue
+            raise
+        app.include_router(module.router)
+    if STATIC.exists():
+        app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    _errors(app)
+    _security_headers(app)
+    return app
+
+
+def _errors(app: FastAPI) -> None:
+    @app.exception_handler(RecordInvalid)
+    async def _invalid(request: Request, exc: RecordInvalid):
+        return JSONResponse({"errors": exc.errors}, status_code=422)
+
+    @app.exception_handler(LoomError)
+    async def _loom(request: Request, exc: LoomError):
+        return JSONResponse({"errors": [{"field": None, "code": type(exc).__name__.lower(), "message": exc.message}],
+                             "detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(ExpressionError)
+    async def _expr(request: Request, exc: ExpressionError):
+        return JSONResponse({"errors": [{"field": None, "code": "expression", "message": str(exc)}]}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError):
+        errors = []
+        for e in exc.errors():
+            loc = [str(x) for x in e.get("loc", ()) if x not in ("body", "query", "path", "form")]
+            errors.append({"field": ".".join(loc) or None, "code": e.get("type", "invalid"), "message": e.get("msg", "invalid")})
+        return JSONResponse({"errors": errors}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException):
+        return JSONResponse({"detail": exc.detail, "errors": [{"field": None, "code": f"http_{exc.status_code}", "message": str(exc.detail)}]},
+                            status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception):
+        log.exception("unexpected error on %s %s", request.method, request.url.path)
+        return JSONResponse({"errors": [{"field": None, "code": "internal",
+                                         "message": "Something went wrong on our side; it has been logged. Please try again."}]},
+                            status_code=500)
+
+
+def _security_headers(app: FastAPI) -> None:
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):
+        response = await call_next(request)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        if not request.url.path.startswith(("/docs", "/redoc")):
+            response.headers.setdefault("Content-Security-Policy",
+                                        "default-src 'self'; img-src 'self' data: blob:; style-src 'self' 'unsafe-inline'; "
+                                        "script-src 'self'; frame-ancestors 'none'")
+        return response

