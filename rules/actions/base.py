@@ -1,0 +1,499 @@
+"""The action framework: compile-time checks and the run-time context actions share.
+
+An action is a small class with two methods:
+
+* ``compile(c, spec)`` -- check the YAML (references, expressions) through the
+  :class:`ActionCompiler` ``c``, which reports problems with positions, and
+  return the action's compiled parameters;
+* ``run(rc, params)`` -- do it inside the caller's unit of work, through the
+  :class:`RunContext` ``rc``; return a short JSON-able summary (for the rule
+  log and the record's timeline) or ``None`` when there was nothing to do.
+
+Actions that only change the triggering record (``set``, ``assign``,
+``decide``, tags) stage their values in ``rc``; the context writes them with a
+single record update before any action that needs the database to be current
+and at the end of the list (:meth:`RunContext.flush`).  So a rule that sets
+five fields costs one UPDATE, one history line and one ``record.updated``.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any, Callable, Iterable, Mapping
+
+from engine.definitions import CompileContext
+from engine.errors import LoomError, RecordInvalid
+from engine.expressions import ExpressionError, compile_expression
+from engine.problems import one_of, suggest
+
+SYSTEM_ROOTS = ("current_user", "settings", "app", "record", "old", "true", "false", "null", "None", "True", "False")
+# Extra names a rule's expressions may use besides the record's fields:
+#   owner_user  the owner's user attributes (owner_user.dealer, .region, .name)
+#   event       the trigger's data (transition: event.transition/from/to)
+#   payload     an incoming webhook's JSON body
+#   created     the record the last `create` action made
+#   source      update_many / for_each: the record that fired the rule
+#   target      update_related: the related record being updated
+RULE_ROOTS = ("owner_user", "event", "payload", "created", "source", "target")
+USER_ROOTS = ("name", "username", "roles", "display_name", "language")
+
+
+class ActionError(LoomError):
+    """An action cannot be carried out; the message names what to fix."""
+    status = 422
+
+
+# ---------------------------------------------------------------------------
+# registry
+
+class Action:
+    name: str = ""
+    flush_before: bool = False      # needs the triggering record written first (create, run_rule, ...)
+    mutates_record: bool = False    # stages changes to the triggering record
+
+    def compile(self, c: "ActionCompiler", spec: Any) -> Any:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def run(self, rc: "RunContext", params: Any) -> dict | None:  # pragma: no cover - interface
+        raise NotImplementedError(f"action '{self.name}' is not implemented yet")
+
+
+ACTIONS: dict[str, Action] = {}
+
+
+def register_action(cls: type[Action]) -> type[Action]:
+    ACTIONS[cls.name] = cls()
+    return cls
+
+
+# ---------------------------------------------------------------------------
+# compile time
+
+def _cached(ctx: CompileContext, key: str, make: Callable[[], Any]) -> Any:
+    store = ctx.__dict__.setdefault("_rules_cache", {})
+    if key not in store:
+        store[key] = make()
+    return store[key]
+
+
+def forms_of(ctx: CompileContext) -> dict[str, dict]:
+    from forms.compiler import form_specs
+    return _cached(ctx, "forms", lambda: form_specs(ctx))
+
+
+def rule_names_of(ctx: CompileContext) -> dict[str, dict]:
+    """name -> raw rule (from every rules/*.yaml), for run_rule references checked before the rules step runs."""
+    def make():
+        out = {}
+        for src in ctx.yaml_files("rules"):
+            if isinstance(src.data, dict):
+                for r in src.data.get("rules") or []:
+                    if isinstance(r, dict) and isinstance(r.get("name"), str):
+                        out.setdefault(r["name"], r)
+        return out
+    return _cached(ctx, "rule_names", make)
+
+
+def table_names_of(ctx: CompileContext) -> dict[str, dict]:
+    def make():
+        out = {}
+        for src in ctx.yaml_files("rules"):
+            if isinstance(src.data, dict):
+                for t in src.data.get("decision_tables") or []:
+                    if isinstance(t, dict) and isinstance(t.get("name"), str):
+                        out.setdefault(t["name"], t)
+        return out
+    return _cached(ctx, "tables", make)
+
+
+def flow_names_of(ctx: CompileContext) -> dict[str, dict]:
+    def make():
+        out = {}
+        for src in ctx.yaml_files("flows"):
+            if isinstance(src.data, dict):
+                stem = src.path.rsplit("/", 1)[1].rsplit(".", 1)[0]
+                out[src.data.get("name") or stem] = src.data
+        return out
+    return _cached(ctx, "flows", make)
+
+
+def expr_roots(expr: Any) -> set[str]:
+    roots = set()
+    for n in getattr(expr, "names", ()) or ():
+        if isinstance(n, (tuple, list)):
+            if n:
+                roots.add(str(n[0]))
+        else:
+            roots.add(str(n).split(".", 1)[0])
+    return roots
+
+
+def expr_paths(expr: Any) -> set[tuple]:
+    out = set()
+    for n in getattr(expr, "names", ()) or ():
+        out.add(tuple(n) if isinstance(n, (tuple, list)) else tuple(str(n).split(".")))
+    return out
+
+
+class ActionCompiler:
+    """What an action's ``compile`` sees: positions, references and expression checks."""
+
+    def __init__(self, ctx: CompileContext, file: str, path: tuple, form: str | None, *, source_form: str | None = None):
+        self.ctx = ctx
+        self.file = file
+        self.path = tuple(path)
+        self.form = form
+        self.source_form = source_form   # for nested lists (for_each): the form of the record that fired the rule
+        self.needs: set[str] = set()
+        self.paths: set[tuple] = set()
+
+    # -- reporting -------------------------------------------------------
+    def error(self, sub: tuple, message: str, at_key: bool = False) -> None:
+        self.ctx.error(self.file, self.path + tuple(sub), message, at_key=at_key)
+
+    def nested(self, sub: tuple, form: str | None, *, source_form: str | None = None) -> "ActionCompiler":
+        c = ActionCompiler(self.ctx, self.file, self.path + tuple(sub), form, source_form=source_form)
+        c.needs, c.paths = self.needs, self.paths
+        return c
+
+    # -- references ------------------------------------------------------
+    @property
+    def forms(self) -> dict[str, dict]:
+        return forms_of(self.ctx)
+
+    @property
+    def roles(self) -> dict:
+        return self.ctx.app_data.get("roles") or {}
+
+    @property
+    def user_attributes(self) -> dict:
+        return self.ctx.app_data.get("user_attributes") or {}
+
+    def fields(self, form: str | None = None) -> dict[str, dict]:
+        form = form or self.form
+        return (self.forms.get(form) or {}).get("fields") or {} if form else {}
+
+    def check_form(self, sub: tuple, name: Any) -> bool:
+        if not isinstance(name, str) or name not in self.forms:
+            self.error(sub, f"unknown form '{name}'{suggest(str(name), self.forms) or '; ' + one_of(self.forms)}")
+            return False
+        return True
+
+    def check_field(self, sub: tuple, name: Any, form: str | None = None, *, system: bool = False,
+                    types: Iterable[str] | None = None, what: str = "field") -> bool:
+        form = form or self.form
+        if form is None:
+            self.error(sub, f"{what} '{name}': this rule has no record (its trigger names no form)")
+            return False
+        from forms.model import SYSTEM_COLUMNS
+        fields = self.fields(form)
+        pool = set(fields) | (set(SYSTEM_COLUMNS) if system else set())
+        if not isinstance(name, str) or name not in pool:
+            self.error(sub, f"{what}: unknown field '{name}' in form '{form}'{suggest(str(name), pool) or '; ' + one_of(pool)}")
+            return False
+        if types is not None and name in fields:
+            types = tuple(types)
+            if fields[name].get("type") not in types:
+                self.error(sub, f"{what}: field '{name}' of form '{form}' is a {fields[name].get('type')} field; "
+                                f"expected {' or '.join(types)}")
+                return False
+        return True
+
+    def check_role(self, sub: tuple, role: Any) -> bool:
+        if role not in self.roles:
+            self.error(sub, f"unknown role '{role}'{suggest(str(role), self.roles) or '; ' + one_of(self.roles)}")
+            return False
+        return True
+
+    def check_template(self, sub: tuple, name: Any) -> bool:
+        if not isinstance(name, str) or not self.ctx.has_template(name):
+            have = sorted({p.split("/", 1)[1].split(".", 1)[0] for p in self.ctx.package.files
+                           if p.startswith("templates/") and p.endswith(".j2")})
+            self.error(sub, f"unknown template '{name}': no file templates/{name}.<lang>.j2"
+                            f"{suggest(str(name), have) or ('; ' + one_of(have) if have else '')}")
+            return False
+        return True
+
+    def check_duration(self, sub: tuple, value: Any) -> dt.timedelta | None:
+        from ..durations import parse_duration
+        try:
+            return parse_duration(value)
+        except ValueError as exc:
+            self.error(sub, str(exc))
+            return None
+
+    # -- expressions -----------------------------------------------------
+    def checker(self, form: str | None = None, extra: tuple[str, ...] = ()) -> Callable[[tuple], str | None]:
+        form = form if form is not None else self.form
+        if form is None:
+            def no_record(path: tuple) -> str | None:
+                head = path[0]
+                if head in SYSTEM_ROOTS or head in RULE_ROOTS or head in extra:
+                    return None
+                return (f"unknown name '{head}': this rule has no record (its trigger names no form); "
+                        f"use current_user, settings, payload or functions")
+            return no_record
+        from forms.compiler import name_checker
+        return name_checker(self.forms, form, extra=RULE_ROOTS + tuple(extra))
+
+    def expr(self, sub: tuple, source: Any, form: str | None = None, extra: tuple[str, ...] = (),
+             checker: Callable[[tuple], str | None] | None = None) -> Any:
+        """Compile an expression; report problems at its position; None if it failed."""
+        if source is None:
+            return None
+        if isinstance(source, bool):
+            source = "true" if source else "false"
+        elif not isinstance(source, str):
+            source = repr(source)
+        try:
+            expr = compile_expression(source, check_name=checker or self.checker(form, extra))
+        except ExpressionError as exc:
+            self.ctx.error_in_expression(self.file, self.path + tuple(sub), exc)
+            return None
+        self.needs |= expr_roots(expr)
+        self.paths |= expr_paths(expr)
+        return expr
+
+    def value_expr(self, sub: tuple, source: Any, form: str | None = None, extra: tuple[str, ...] = ()) -> Any:
+        """A value that may be a literal (number, bool, list) or an expression string."""
+        if source is None:
+            return Literal(None)
+        if isinstance(source, (bool, int, float)):
+            return Literal(source)
+        if isinstance(source, list):
+            return Literal(list(source))
+        if isinstance(source, dict) and set(source) <= {"lookup", "where"} and "lookup" in source:
+            return self.lookup(sub, source, form, extra)
+        return self.expr(sub, source, form, extra)
+
+    def lookup(self, sub: tuple, spec: dict, form: str | None, extra: tuple) -> Any:
+        """``{lookup: dealer, where: {code: "owner_user.dealer"}}`` -> the id of the first match."""
+        target = spec.get("lookup")
+        if not self.check_form(sub + ("lookup",), target):
+            return None
+        where = spec.get("where") or {}
+        if not isinstance(where, dict) or not where:
+            self.error(sub + ("where",), "lookup needs 'where: {<field of " + str(target) + ">: <expression>}'")
+            return None
+        conds = {}
+        for k, v in where.items():
+            if self.check_field(sub + ("where", k), k, target, system=True, what="lookup"):
+                e = self.value_expr(sub + ("where", k), v, form, extra)
+                if e is not None:
+                    conds[k] = e
+        return Lookup(target, tuple(conds.items()))
+
+    def user_checker(self, form: str | None = None) -> Callable[[tuple], str | None]:
+        """Names in ``{role:, where:}``: candidate users' attributes, plus ``record.<field>``."""
+        attrs = set(self.user_attributes) | set(USER_ROOTS)
+        record_check = self.checker(form)
+
+        def check(path: tuple) -> str | None:
+            head = path[0]
+            if head in ("current_user", "settings", "app", "true", "false", "null", "None", "True", "False"):
+                return None
+            if head == "record":
+                return record_check(path[1:]) if len(path) > 1 else None
+            if head in RULE_ROOTS:
+                return record_check(path)
+            if head in attrs:
+                return None
+            return (f"unknown user attribute '{head}'{suggest(head, attrs) or '; ' + one_of(attrs)} "
+                    f"(write record.<field> for the record's fields)")
+        return check
+
+
+class Literal:
+    """A constant where an expression is accepted."""
+
+    __slots__ = ("value",)
+    names: tuple = ()
+
+    def __init__(self, value: Any):
+        self.value = value
+
+    def evaluate(self, env: Any, ctx: Any = None) -> Any:
+        return self.value
+
+
+class Lookup:
+    """Id of the first ``form`` record whose fields equal the given values (None when none)."""
+
+    names: tuple = ()
+
+    def __init__(self, form: str, conds: tuple):
+        self.form, self.conds = form, conds
+        self.names = tuple(n for _, e in conds for n in (getattr(e, "names", ()) or ()))
+
+    def evaluate_in(self, rc: "RunContext", env: Mapping) -> Any:
+        from sqlalchemy import select
+        records = rc.records
+        table = records.table(rc.uow.app, self.form)
+        fd = records.form(rc.uow.app, self.form)
+        q = select(table.c.id)
+        for field, e in self.conds:
+            v = rc.evaluate(e, env)
+            if v is None:
+                return None
+            f = fd.fields.get(field)
+            if f is not None and f.pii:
+                q = q.where(table.c[f"{field}__bi"] == rc.uow.runtime.keyring.blind_index(str(v)))
+            else:
+                q = q.where(table.c[field] == (f.ftype.to_db(v, f.spec) if f is not None else v))
+        return rc.uow.conn.execute(q.order_by(table.c.id).limit(1)).scalar()
+
+
+# ---------------------------------------------------------------------------
+# run time
+
+class RunContext:
+    """One run of an action list on one record, inside the caller's unit of work."""
+
+    def __init__(self, uow: Any, form: str | None, record: Mapping[str, Any] | None, *, trigger: str,
+                 source: str, occurrence: str | None = None, old: Mapping[str, Any] | None = None,
+                 payload: Any = None, event: Mapping[str, Any] | None = None, parent: "RunContext | None" = None):
+        self.uow = uow
+        self.sys = uow.as_system() if not uow.user.is_system else uow
+        self.form = form
+        self.record: dict = dict(record or {})
+        self.trigger = trigger
+        self.source = source                     # rule name, or the caller (e.g. 'flow:complaint_process:start')
+        self.occurrence = occurrence or uow.now.isoformat()
+        self.old = dict(old) if old is not None else None
+        self.payload = payload
+        self.event = dict(event or {})
+        self.parent = parent
+        self.pending: dict[str, Any] = {}
+        self.pending_system: dict[str, Any] = {}
+        self.created: dict | None = None
+        self.done: list[dict] = []
+        self._env: dict | None = None
+        self._users: dict[str, Any] = parent._users if parent is not None else {}
+        self._links: dict[tuple, Any] = parent._links if parent is not None else {}
+
+    # -- services --------------------------------------------------------
+    @property
+    def records(self) -> Any:
+        return self.uow.service("records")
+
+    @property
+    def app(self) -> Any:
+        return self.uow.app
+
+    @property
+    def formdef(self) -> Any:
+        return self.records.form(self.uow.app, self.form) if self.form else None
+
+    @property
+    def record_id(self) -> int | None:
+        return self.record.get("id")
+
+    # -- expressions -----------------------------------------------------
+    def env(self) -> dict:
+        if self._env is None:
+            self._env = build_env(self, self.record, self.form)
+        return self._env
+
+    def invalidate(self) -> None:
+        self._env = None
+
+    def evaluate(self, expr: Any, env: Mapping | None = None) -> Any:
+        if expr is None:
+            return None
+        env = self.env() if env is None else env
+        if isinstance(expr, Lookup):
+            return expr.evaluate_in(self, env)
+        try:
+            return expr.evaluate(env, self.uow.eval_context())
+        except ExpressionError as exc:
+            raise ActionError(f"{getattr(exc, 'message', exc)}") from exc
+
+    def truthy(self, expr: Any, env: Mapping | None = None) -> bool:
+        return bool(self.evaluate(expr, env))
+
+    # -- users -----------------------------------------------------------
+    def user(self, name: str | None) -> Any:
+        if not name:
+            return None
+        if name not in self._users:
+            from engine.auth import get_user
+            self._users[name] = get_user(self.uow.conn, name)
+        return self._users[name]
+
+    def linked(self, form: str, record_id: Any) -> dict | None:
+        if record_id is None:
+            return None
+        key = (form, record_id)
+        if key not in self._links:
+            try:
+                self._links[key] = self.records.load(self.uow, form, int(record_id))
+            except (TypeError, ValueError):
+                self._links[key] = None
+        return self._links[key]
+
+    def forget_link(self, form: str, record_id: Any) -> None:
+        self._links.pop((form, record_id), None)
+
+    # -- staging changes to the triggering record ------------------------
+    def stage(self, field: str, value: Any) -> None:
+        if field in ("owner", "state"):
+            self.pending_system[field] = value
+        else:
+            self.pending[field] = value
+        self.record[field] = value
+        self.invalidate()
+
+    def flush(self) -> dict:
+        """Write staged values with one record update (which fires ``record.updated``)."""
+        if not (self.pending or self.pending_system) or self.form is None or self.record_id is None:
+            self.pending.clear()
+            self.pending_system.clear()
+            return {}
+        data = {k: jsonable(v) for k, v in self.pending.items()}
+        system = dict(self.pending_system)
+        self.pending.clear()
+        self.pending_system.clear()
+        try:
+            fresh = self.records.update(self.sys, self.form, self.record_id, data, trusted=True, system_values=system or None)
+        except RecordInvalid as exc:
+            raise RecordInvalid([dict(e, message=f"{self.source}: {e['message']}") for e in exc.errors]) from None
+        self.record = dict(fresh)
+        self.forget_link(self.form, self.record_id)
+        self.invalidate()
+        return {**data, **system}
+
+    def reload(self) -> None:
+        if self.form and self.record_id is not None:
+            fresh = self.records.load(self.uow, self.form, self.record_id)
+            if fresh is not None:
+                self.record = fresh
+                self.invalidate()
+
+
+def jsonable(value: Any) -> Any:
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def build_env(rc: RunContext, record: Mapping[str, Any], form: str | None) -> dict:
+    """The names a rule's expressions see: the record's fields, links one hop, and the rule roots."""
+    from .links import link_env
+    uow = rc.uow
+    if form is not None:
+        fd = rc.records.form(uow.app, form)
+        env = rc.records.env(uow, fd, record, rc.old)
+        link_env(rc, fd, env, record)
+    else:
+        fd = None
+        env = {"record": dict(record), "current_user": uow.user.env(), "settings": dict(uow.app.settings)}
+    owner = rc.user(record.get("owner")) if record.get("owner") else None
+    env["owner_user"] = owner.env() if owner is not None else None
+    env["event"] = rc.event
+    env["payload"] = rc.payload if rc.payload is not None else {}
+    env["created"] = rc.created
+    env["app"] = {"name": uow.app.name, "timezone": uow.app.timezone, "title": dict(uow.app.title)}
+    if rc.parent is not None:
+        env["source"] = rc.parent.env().get("record")
+    return env
