@@ -350,7 +350,8 @@ class RunContext:
 
     def __init__(self, uow: Any, form: str | None, record: Mapping[str, Any] | None, *, trigger: str,
                  source: str, occurrence: str | None = None, old: Mapping[str, Any] | None = None,
-                 payload: Any = None, event: Mapping[str, Any] | None = None, parent: "RunContext | None" = None):
+                 payload: Any = None, event: Mapping[str, Any] | None = None, parent: "RunContext | None" = None,
+                 changed: Any = None):
         self.uow = uow
         self.sys = uow.as_system() if not uow.user.is_system else uow
         self.form = form
@@ -367,6 +368,8 @@ class RunContext:
         self.created: dict | None = None
         self.done: list[dict] = []
         self._env: dict | None = None
+        self._ectx: Any = None
+        self.changed: frozenset = frozenset(changed or ())
         self._users: dict[str, Any] = parent._users if parent is not None else {}
         self._links: dict[tuple, Any] = parent._links if parent is not None else {}
 
@@ -403,9 +406,39 @@ class RunContext:
         if isinstance(expr, Lookup):
             return expr.evaluate_in(self, env)
         try:
-            return expr.evaluate(env, self.uow.eval_context())
+            return expr.evaluate(env, self.eval_ctx())
         except ExpressionError as exc:
             raise ActionError(f"{getattr(exc, 'message', exc)}") from exc
+
+    def eval_ctx(self) -> Any:
+        if self._ectx is None:
+            changed = self.changed
+
+            def was_changed(field: str) -> bool:
+                return field in changed
+
+            self._ectx = self.uow.eval_context(changed=was_changed, exists=self._exists)
+        return self._ectx
+
+    def _exists(self, form: str, conds: Mapping[str, Any]) -> bool:
+        from sqlalchemy import select
+        records = self.records
+        fd = records.form(self.uow.app, form)
+        table = records.table(self.uow.app, form)
+        q = select(table.c.id)
+        for field, value in (conds or {}).items():
+            from .links import plain
+            value = plain(value)
+            f = fd.fields.get(field)
+            if field not in table.c and (f is None or not f.pii):
+                raise ExpressionError(f"exists(): form '{form}' has no field '{field}'")
+            if f is not None and f.pii:
+                q = q.where(table.c[f"{field}__bi"] == self.uow.runtime.keyring.blind_index(str(value)))
+            elif value is None:
+                q = q.where(table.c[field].is_(None))
+            else:
+                q = q.where(table.c[field] == (f.ftype.to_db(value, f.spec) if f is not None else value))
+        return self.uow.conn.execute(q.limit(1)).first() is not None
 
     def truthy(self, expr: Any, env: Mapping | None = None) -> bool:
         return bool(self.evaluate(expr, env))
@@ -435,6 +468,8 @@ class RunContext:
 
     # -- staging changes to the triggering record ------------------------
     def stage(self, field: str, value: Any) -> None:
+        from .links import plain
+        value = plain(value)
         if field in ("owner", "state"):
             self.pending_system[field] = value
         else:
@@ -470,6 +505,9 @@ class RunContext:
 
 
 def jsonable(value: Any) -> Any:
+    from .links import LinkRef
+    if isinstance(value, LinkRef):
+        return int(value)
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, tuple):

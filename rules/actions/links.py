@@ -1,9 +1,99 @@
-"""Following link fields one hop in rule expressions (``customer.tier``, ``record.dealer.region``)."""
+"""Following link fields one hop in rule expressions (``customer.tier``, ``record.dealer.region``).
+
+A link field's value is the target's id.  In a rule's environment it becomes
+a :class:`LinkRef`: still that integer (``values: {customer: customer}``
+copies the id, ``customer == 5`` compares it) and also a read-only mapping of
+the linked record's fields, loaded on first use -- the expression engine
+follows ``a.b`` through mappings only, so ``customer.tier`` just works and
+costs a query only when a rule actually reads through the link.
+"""
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Callable
+
+_UNSET = object()
 
 
-def link_env(rc: Any, fd: Any, env: dict, record: Any) -> None:
-    """Hook: make link fields followable in ``env`` (filled in once the expression engine's convention is known)."""
-    return None
+class LinkRef(int):
+    """An id that can be read through: ``ref['tier']`` loads the linked record once."""
+
+    def __new__(cls, value: int, loader: Callable[[], Mapping | None]):
+        obj = int.__new__(cls, value)
+        obj._loader = loader
+        obj._rec = _UNSET
+        return obj
+
+    def _record(self) -> Mapping:
+        if self._rec is _UNSET:
+            self._rec = self._loader() or {}
+        return self._rec
+
+    def __getitem__(self, key: str) -> Any:
+        return self._record()[key]
+
+    def get(self, key: str, default: Any = None) -> Any:
+        return self._record().get(key, default)
+
+    def keys(self):
+        return self._record().keys()
+
+    def items(self):
+        return self._record().items()
+
+    def values(self):
+        return self._record().values()
+
+    def __iter__(self):
+        return iter(self._record())
+
+    def __len__(self) -> int:
+        return len(self._record())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._record()
+
+    def __reduce__(self):
+        return (int, (int(self),))
+
+    def __repr__(self) -> str:
+        return f"LinkRef({int(self)})"
+
+
+Mapping.register(LinkRef)
+
+
+def plain(value: Any) -> Any:
+    """LinkRef -> int (for writing and JSON)."""
+    return int(value) if isinstance(value, LinkRef) else value
+
+
+def link_env(rc: Any, fd: Any, env: dict, record: Mapping) -> None:
+    """Replace the link fields' ids in ``env`` (and ``env['record']``) with :class:`LinkRef`."""
+    links = getattr(fd, "_rules_links", None)
+    if links is None:
+        links = tuple((f.name, f.target_form) for f in fd.fields.values() if f.type == "link" and f.target_form)
+        try:
+            object.__setattr__(fd, "_rules_links", links)
+        except (AttributeError, TypeError):
+            pass
+    if not links:
+        return
+    rec_view = dict(record)
+    for name, target in links:
+        value = record.get(name)
+        if value is None or isinstance(value, bool):
+            continue
+        try:
+            ref = LinkRef(int(value), _loader(rc, target, int(value)))
+        except (TypeError, ValueError):
+            continue
+        env[name] = ref
+        rec_view[name] = ref
+    env["record"] = rec_view
+
+
+def _loader(rc: Any, form: str, record_id: int) -> Callable[[], Mapping | None]:
+    def load() -> Mapping | None:
+        return rc.linked(form, record_id)
+    return load

@@ -1,0 +1,249 @@
+"""The rule engine: events and timers in, conditions checked, actions run, everything logged.
+
+For each event (``record.created/updated/deleted``, ``flow.transition``) the
+matching rules run in priority order (lower first; ties in file order),
+inside the transaction that caused the event:
+
+1. the rule's ``when`` is evaluated on the record as it is *now* (including
+   changes made by rules that ran before it); false -> nothing happens;
+   an expression error -> logged as ``error``, the request still succeeds;
+2. the actions run (see :mod:`rules.actions`); an action that cannot be
+   carried out fails the whole transaction with a message naming the rule --
+   nothing half-written;
+3. the firing is recorded in ``loom_rule_log`` (inputs the condition read,
+   what each action did) and as a ``rule`` line on the record's timeline.
+
+Loops: record changes made by rules publish events one level deeper
+(``UnitOfWork.depth``); at ``engine.uow.MAX_DEPTH`` the record service stops
+with a clear error, and ``run_rule`` respects the same limit.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+from decimal import Decimal
+from typing import Any, Mapping
+
+from engine import platform as P
+from engine.clock import to_db
+from engine.events import Event
+from engine.expressions import ExpressionError
+
+from .actions import execute
+from .actions.base import ActionError, RunContext, expr_paths, jsonable
+from .model import RuleDef, RuleSet
+from .triggers import (CRON_TIMER, DATE_TIMER, date_key, schedule_date_rule, schedule_next_cron)
+
+log = logging.getLogger("loom.rules")
+_EMPTY = RuleSet({}, {}, {})
+
+
+class RuleEngine:
+    """``runtime.services['rules']``."""
+
+    def __init__(self, runtime: Any):
+        self.rt = runtime
+
+    # -- definitions -----------------------------------------------------
+    @staticmethod
+    def ruleset(app: Any) -> RuleSet:
+        return app.section("rules_index") or _EMPTY
+
+    def rule(self, app: Any, name: str) -> RuleDef | None:
+        return self.ruleset(app).rules.get(name)
+
+    # -- event handlers --------------------------------------------------
+    def on_created(self, event: Event, uow: Any) -> None:
+        rs = self.ruleset(uow.app)
+        if not rs.by_event:
+            return
+        for rule in rs.for_event("date", event.form):
+            schedule_date_rule(uow, rule, event.record, reschedule=False)
+        self._run_all(uow, rs.for_event("record.created", event.form), event.form, event.record, "created",
+                      occurrence="created", changed=event.changed)
+
+    def on_updated(self, event: Event, uow: Any) -> None:
+        rs = self.ruleset(uow.app)
+        changed = event.changed
+        if "owner" in changed and event.old and event.old.get("owner"):
+            from .assignment import release_claims
+            release_claims(uow, event.form, event.record["id"], keep_user=event.record.get("owner"))
+        if not rs.by_event:
+            return
+        for rule in rs.for_event("date", event.form):
+            if rule.trigger.date_field in changed:
+                schedule_date_rule(uow, rule, event.record, reschedule=True)
+        rules = [r for r in rs.for_event("record.updated", event.form)
+                 if r.trigger.kind == "updated" or set(r.trigger.fields) & changed]
+        if rules:
+            digest = hashlib.sha1(repr(sorted((k, str(event.record.get(k))) for k in changed)).encode()).hexdigest()[:12]
+            self._run_all(uow, rules, event.form, event.record, "updated", old=event.old,
+                          occurrence=f"updated:{uow.now.isoformat()}:{digest}", changed=changed)
+
+    def on_deleted(self, event: Event, uow: Any) -> None:
+        from engine.scheduler import cancel
+        rs = self.ruleset(uow.app)
+        rid = event.record.get("id")
+        if rid is not None and rs.for_event("date", event.form):
+            cancel(uow.conn, app=uow.app.name, form=event.form, record_id=rid, kind=DATE_TIMER)
+        self._run_all(uow, rs.for_event("record.deleted", event.form), event.form, event.record, "deleted",
+                      occurrence="deleted", history=False)
+
+    def on_transition(self, event: Event, uow: Any) -> None:
+        rs = self.ruleset(uow.app)
+        data = dict(event.data or {})
+        rules = []
+        for r in rs.for_event("flow.transition", event.form):
+            t = r.trigger
+            if t.transition and t.transition != data.get("transition"):
+                continue
+            if t.from_states and data.get("from") not in t.from_states:
+                continue
+            if t.to_states and data.get("to") not in t.to_states:
+                continue
+            rules.append(r)
+        if rules:
+            self._run_all(uow, rules, event.form, event.record, f"transition:{data.get('transition')}", old=event.old,
+                          occurrence=f"transition:{data.get('transition')}:{uow.now.isoformat()}", event=data)
+
+    def _run_all(self, uow: Any, rules: Any, form: str, record: Mapping, trigger: str, *, occurrence: str,
+                 old: Mapping | None = None, event: Mapping | None = None, changed: Any = None,
+                 history: bool = True) -> None:
+        current = dict(record)
+        for rule in rules:
+            outcome, current = self._fire(uow, rule, form, current, trigger=trigger, occurrence=occurrence, old=old,
+                                          event=event, changed=changed, history=history)
+
+    # -- firing ----------------------------------------------------------
+    def fire(self, uow: Any, rule: RuleDef, form: str | None, record: Mapping | None, *, trigger: str,
+             occurrence: str, old: Mapping | None = None, payload: Any = None, event: Mapping | None = None,
+             changed: Any = None) -> str:
+        """Run one rule now; return 'fired', 'skipped' or 'error' (actions' failures raise)."""
+        outcome, _ = self._fire(uow, rule, form, dict(record or {}), trigger=trigger, occurrence=occurrence, old=old,
+                                payload=payload, event=event, changed=changed)
+        return outcome
+
+    def _fire(self, uow: Any, rule: RuleDef, form: str | None, record: dict, *, trigger: str, occurrence: str,
+              old: Mapping | None = None, payload: Any = None, event: Mapping | None = None, changed: Any = None,
+              history: bool = True) -> tuple[str, dict]:
+        rc = RunContext(uow, form, record, trigger=trigger, source=rule.name, occurrence=f"{rule.name}:{occurrence}",
+                        old=old, payload=payload, event=event, changed=changed)
+        inputs: dict = {}
+        if rule.when is not None:
+            env = rc.env()
+            try:
+                ok = rule.when.evaluate(env, rc.eval_ctx())
+            except ExpressionError as exc:
+                self._log(uow, rule, rc, trigger, "error", {"error": f"condition: {exc.message}"}, [], history=False)
+                log.warning("rule %s: condition failed on %s %s: %s", rule.name, form, rc.record_id, exc.message)
+                return "error", rc.record
+            if not ok:
+                return "skipped", rc.record
+            inputs = _inputs(rule, env, rc.formdef)
+        try:
+            done = execute(rc, rule.actions)
+        except ActionError as exc:
+            msg = exc.message if exc.message.startswith(rule.name) else f"rule '{rule.name}': {exc.message}"
+            raise ActionError(msg) from exc
+        self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history)
+        return "fired", rc.record
+
+    def _log(self, uow: Any, rule: RuleDef, rc: RunContext, trigger: str, outcome: str, inputs: dict,
+             done: list, history: bool = True) -> None:
+        done_json = jsonable_deep(done)
+        uow.conn.execute(P.rule_log.insert().values(
+            app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
+            trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json))
+        if history and rc.form and rc.record_id is not None and outcome == "fired":
+            rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule",
+                                   {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json})
+
+    # -- timers ----------------------------------------------------------
+    def on_date_timer(self, uow: Any, timer: dict) -> None:
+        rule = self.rule(uow.app, (timer.get("payload") or {}).get("rule", ""))
+        if rule is None or rule.trigger.kind != "date" or not rule.enabled:
+            return
+        records = uow.service("records")
+        rec = records.load(uow, rule.trigger.form, int(timer["record_id"]))
+        if rec is None:
+            return
+        if date_key(uow.app.name, rule, rec["id"], rec.get(rule.trigger.date_field)) != timer["key"]:
+            return   # the date changed since: a newer timer exists (or none is due)
+        self._fire(uow.deeper(), rule, rule.trigger.form, rec, trigger="date", occurrence=timer["key"])
+
+    def on_cron_timer(self, uow: Any, timer: dict) -> None:
+        payload = timer.get("payload") or {}
+        rule = self.rule(uow.app, payload.get("rule", ""))
+        if rule is None or rule.trigger.kind != "schedule" or not rule.enabled or rule.trigger.cron_text != payload.get("cron"):
+            return   # removed or changed since: the install scheduled its replacement
+        schedule_next_cron(uow.conn, uow.app, rule, uow.now)
+        self._fire(uow.deeper(), rule, None, {}, trigger="schedule", occurrence=timer["key"])
+
+    # -- incoming webhooks -----------------------------------------------
+    def run_webhook(self, uow: Any, rule: RuleDef, payload: Any, delivery: str) -> dict:
+        record = None
+        form = rule.trigger.form
+        if form is not None:
+            rid = payload.get("id") if isinstance(payload, dict) else None
+            try:
+                record = uow.service("records").load(uow, form, int(rid)) if rid is not None else None
+            except (TypeError, ValueError):
+                record = None
+            if record is None:
+                from engine.errors import NotFound
+                raise NotFound(f"webhook '{rule.name}' works on {form} records: send {{\"id\": <{form} id>, ...}} of an existing record")
+        outcome, rec = self._fire(uow.deeper(), rule, form, record or {}, trigger="webhook", payload=payload,
+                                  occurrence=f"webhook:{delivery}")
+        return {"rule": rule.name, "outcome": outcome, "record": rec.get("id") if rec else None}
+
+    # -- reading the log ---------------------------------------------------
+    def log_for(self, uow: Any, form: str | None = None, record_id: int | None = None, limit: int = 100) -> list[dict]:
+        from sqlalchemy import select
+        t = P.rule_log
+        q = select(t).where(t.c.app == uow.app.name)
+        if form:
+            q = q.where(t.c.form == form)
+        if record_id is not None:
+            q = q.where(t.c.record_id == record_id)
+        return [dict(r) for r in uow.conn.execute(q.order_by(t.c.id.desc()).limit(limit)).mappings()]
+
+
+def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
+    """The values the condition read (PII fields masked), for the rule log."""
+    from engine.crypto import mask
+    out = {}
+    pii = {n for n, f in fd.fields.items() if f.pii} if fd is not None else set()
+    for path in sorted(expr_paths(rule.when)):
+        if not path or path[0] in ("current_user", "settings", "app", "true", "false", "null", "None", "True", "False"):
+            continue
+        v: Any = env
+        for part in path:
+            try:
+                v = v[part] if isinstance(v, Mapping) else None
+            except (KeyError, TypeError):
+                v = None
+        if isinstance(v, (dict, list)):
+            continue
+        own = path[1] if path[0] in ("record", "old") and len(path) > 1 else path[0]
+        if own in pii and v is not None and len(path) <= (2 if path[0] in ("record", "old") else 1):
+            v = mask(str(v))
+        out[".".join(map(str, path))] = jsonable(v)
+    return out
+
+
+def jsonable_deep(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): jsonable_deep(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable_deep(v) for v in value]
+    if isinstance(value, (dt.datetime, dt.date)):
+        return value.isoformat()
+    if isinstance(value, Decimal):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return jsonable(value)
+    return str(value)
+
+
+__all__ = ["RuleEngine", "CRON_TIMER", "DATE_TIMER"]

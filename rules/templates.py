@@ -1,0 +1,208 @@
+"""Message templates: jinja2 in a sandbox, compiled once per app version.
+
+Files: ``templates/<name>.<lang>.j2`` and channel variants
+``templates/<name>.<channel>.<lang>.j2`` (``lead_assigned.sms.zh.j2``); a file
+ending ``.html.j2`` is HTML and autoescaped, everything else is plain text
+(an SMS must not turn ``&`` into ``&amp;``).
+
+A template may declare, at top level, ``{% set kind = 'marketing' %}``
+(marketing messages need the customer's consent) and ``{% set subject = ... %}``
+(e-mail subject).
+
+Security: templates are written by analysts and travel in uploaded packages,
+so they run in jinja2's ``SandboxedEnvironment`` -- no ``__class__``/``_private``
+attribute access, no calling unsafe methods, ranges capped -- with a loader
+that only sees the package's ``templates/`` folder (``{% include %}`` of a
+partial works; any other path is not found).  The context holds plain data
+only: no functions that touch files, the environment or the database.
+Attribute names starting with ``_`` are also refused when the package is
+validated, so most attempts are caught before install.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import re
+import threading
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
+from jinja2.exceptions import SecurityError, TemplateError
+from jinja2.sandbox import SandboxedEnvironment
+
+CHANNELS = ("sms", "app", "wechat", "email", "inapp")
+LANGS = ("zh", "en")
+_NAME = re.compile(r"^templates/([a-z][a-z0-9_]{0,62})(?:\.(sms|app|wechat|email|inapp))?\.(zh|en)(\.html)?\.j2$")
+MAX_OUTPUT = 20_000
+
+
+class TemplateProblem(Exception):
+    """A template cannot be rendered; the message says which and why."""
+
+
+@dataclass(frozen=True)
+class Rendered:
+    text: str
+    subject: str | None
+    kind: str            # service | marketing
+    path: str
+
+
+class _PackageLoader(BaseLoader):
+    def __init__(self, files: Mapping[str, bytes]):
+        self.files = files
+
+    def get_source(self, environment, template):
+        path = template if template.startswith("templates/") else f"templates/{template}"
+        if ".." in path.split("/") or path not in self.files:
+            raise TemplateNotFound(template)
+        return self.files[path].decode("utf-8"), path, lambda: True
+
+
+def _fmt_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: Any = None) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, dt.datetime):
+        if value.tzinfo is None:
+            value = value.replace(tzinfo=dt.timezone.utc)
+        return value.astimezone(tz).strftime(fmt) if tz else value.strftime(fmt)
+    if isinstance(value, dt.date):
+        return value.strftime(fmt if "%H" not in fmt else "%Y-%m-%d")
+    return str(value)
+
+
+def make_environment(files: Mapping[str, bytes], tz: Any = None) -> SandboxedEnvironment:
+    env = SandboxedEnvironment(
+        loader=_PackageLoader(files),
+        autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
+        finalize=lambda v: "" if v is None else v,
+        keep_trailing_newline=False, trim_blocks=True, lstrip_blocks=True, auto_reload=False, cache_size=-1)
+    env.filters["datetime"] = lambda v, fmt="%Y-%m-%d %H:%M": _fmt_datetime(v, fmt, tz)
+    env.filters["date"] = lambda v, fmt="%Y-%m-%d": _fmt_datetime(v, fmt, tz)
+    env.filters["money"] = lambda v: "" if v is None else f"{float(v):,.2f}"
+    env.globals.pop("lipsum", None)
+    return env
+
+
+# ---------------------------------------------------------------------------
+# validation (compile step)
+
+def template_files(files: Mapping[str, bytes]) -> list[str]:
+    return sorted(p for p in files if p.startswith("templates/") and p.endswith(".j2"))
+
+
+def check_templates(ctx: Any) -> dict[str, dict]:
+    """Report problems in ``templates/*.j2``; return name -> {'kind', 'variants'} for the app definition."""
+    env = make_environment(ctx.package.files)
+    out: dict[str, dict] = {}
+    for path in template_files(ctx.package.files):
+        m = _NAME.match(path)
+        if not m:
+            if path.count("/") == 1 and not path.split("/", 1)[1].startswith("_"):
+                ctx.problems.add(path, 1, 1, "template file names are <name>.<lang>.j2 or <name>.<channel>.<lang>.j2 "
+                                             f"(lang: {', '.join(LANGS)}; channel: {', '.join(CHANNELS)}), "
+                                             "e.g. lead_assigned.zh.j2; partials for {% include %} start with '_'")
+            continue
+        try:
+            source = ctx.package.text(path)
+        except UnicodeDecodeError:
+            ctx.problems.add(path, 1, 1, "template is not UTF-8 text; save it as UTF-8")
+            continue
+        try:
+            tree = env.parse(source, name=path, filename=path)
+        except TemplateSyntaxError as exc:
+            ctx.problems.add(path, exc.lineno or 1, 1, f"template syntax error: {exc.message}")
+            continue
+        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+            attr = node.attr if isinstance(node, nodes.Getattr) else (
+                node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+            if attr and attr.startswith("_"):
+                ctx.problems.add(path, node.lineno, 1, f"templates may not use '{attr}': names starting with '_' are "
+                                                       "refused by the template sandbox")
+        name, channel, lang = m.group(1), m.group(2), m.group(3)
+        info = out.setdefault(name, {"kind": "service", "variants": []})
+        info["variants"].append((channel, lang, path))
+        kind = static_kind(tree)
+        if kind == "marketing":
+            info["kind"] = "marketing"
+    return out
+
+
+def static_kind(tree: nodes.Template) -> str:
+    for node in tree.body:
+        if isinstance(node, nodes.Assign) and isinstance(node.target, nodes.Name) and node.target.name == "kind":
+            if isinstance(node.node, nodes.Const) and node.node.value == "marketing":
+                return "marketing"
+    return "service"
+
+
+# ---------------------------------------------------------------------------
+# rendering
+
+class Templates:
+    """Per app digest: one sandboxed environment and its compiled templates."""
+
+    def __init__(self) -> None:
+        self._by_digest: dict[str, tuple[SandboxedEnvironment, dict]] = {}
+        self._lock = threading.Lock()
+
+    def _env(self, app: Any) -> tuple[SandboxedEnvironment, dict]:
+        found = self._by_digest.get(app.digest)
+        if found is None:
+            with self._lock:
+                found = self._by_digest.get(app.digest)
+                if found is None:
+                    env = make_environment(app.package.files, app.tz)
+                    found = (env, {})
+                    if len(self._by_digest) > 20:
+                        self._by_digest.clear()
+                    self._by_digest[app.digest] = found
+        return found
+
+    def find(self, app: Any, name: str, channel: str | None, lang: str | None) -> str | None:
+        files = app.package.files
+        langs = [lang] if lang else []
+        langs += [app.default_language] + [x for x in LANGS if x not in (lang, app.default_language)]
+        for lg in langs:
+            for cand in ((f"templates/{name}.{channel}.{lg}.j2", f"templates/{name}.{channel}.{lg}.html.j2") if channel else ()) + (
+                    f"templates/{name}.{lg}.j2", f"templates/{name}.{lg}.html.j2"):
+                if cand in files:
+                    return cand
+        return None
+
+    def kind(self, app: Any, name: str) -> str:
+        info = (app.section("templates") or {}).get(name)
+        return info.get("kind", "service") if isinstance(info, Mapping) else "service"
+
+    def render(self, app: Any, name: str, channel: str | None, lang: str | None, context: Mapping[str, Any]) -> Rendered:
+        path = self.find(app, name, channel, lang)
+        if path is None:
+            raise TemplateProblem(f"template '{name}' has no file templates/{name}.<lang>.j2")
+        env, compiled = self._env(app)
+        tmpl = compiled.get(path)
+        if tmpl is None:
+            try:
+                tmpl = env.get_template(path)
+            except TemplateError as exc:
+                raise TemplateProblem(f"template {path}: {exc}") from None
+            compiled[path] = tmpl
+        try:
+            module = tmpl.make_module(dict(context))
+            text = str(module)
+        except SecurityError as exc:
+            raise TemplateProblem(f"template {path} was refused by the sandbox: {exc} -- templates may only "
+                                  f"read the message's data (record, recipient, app, now)") from None
+        except TemplateNotFound as exc:
+            raise TemplateProblem(f"template {path}: includes '{exc.name}', which is not a file in templates/") from None
+        except TemplateError as exc:
+            raise TemplateProblem(f"template {path}: {exc}") from None
+        except (TypeError, ValueError, ArithmeticError, AttributeError, KeyError, IndexError, OverflowError) as exc:
+            raise TemplateProblem(f"template {path} failed: {type(exc).__name__}: {exc}") from None
+        if len(text) > MAX_OUTPUT:
+            raise TemplateProblem(f"template {path} produced {len(text)} characters; the limit is {MAX_OUTPUT}")
+        subject = getattr(module, "subject", None)
+        kind = getattr(module, "kind", None) or "service"
+        return Rendered(text.strip(), str(subject) if subject else None, "marketing" if kind == "marketing" else "service", path)
+
+
+TEMPLATES = Templates()
