@@ -145,7 +145,7 @@ def compile_assign(c: ActionCompiler, spec: Any, sub: tuple = (), nested: bool =
         return None
     strategy = spec.get("strategy", "round_robin")
     if strategy not in STRATEGIES:
-        c.error(sub + ("strategy",), f"unknown strategy '{strategy}'; expected one of: {', '.join(STRATEGIES)}")
+        c.error(sub + ("strategy",), f"unknown strategy '{strategy}'; expected one of: {', '.join(STRATEGIES)}", schema=True)
         return None
     if "user" in spec and nested:
         e = c.expr(sub + ("user",), spec["user"])
@@ -172,7 +172,7 @@ def compile_assign(c: ActionCompiler, spec: Any, sub: tuple = (), nested: bool =
     where = c.expr(sub + ("where",), spec["where"], checker=c.user_checker()) if spec.get("where") else None
     tie = spec.get("tie_break", "least_open" if strategy in ("round_robin", "match") else "round_robin")
     if tie not in TIE_BREAKS:
-        c.error(sub + ("tie_break",), f"unknown tie_break '{tie}'; expected one of: {', '.join(TIE_BREAKS)}")
+        c.error(sub + ("tie_break",), f"unknown tie_break '{tie}'; expected one of: {', '.join(TIE_BREAKS)}", schema=True)
     weights = spec.get("weights") or {}
     if not isinstance(weights, dict) or not all(isinstance(v, (int, float)) and v >= 0 for v in weights.values()):
         c.error(sub + ("weights",), "weights map user names to numbers >= 0, e.g. {wang: 3, li: 1}")

@@ -99,10 +99,6 @@ def compile_table(ctx: CompileContext, file: str, path: tuple, raw: Mapping, che
             ctx.error(file, rpath, "a row is {when: [cells, one per input], then: [values, one per output]}")
             ok = False
             continue
-        for k in row:
-            if k not in ("when", "then", "priority", "label") and not str(k).startswith("x_"):
-                ctx.error(file, rpath + (k,), f"unknown key '{k}' in a decision row; expected when, then, priority", at_key=True)
-                ok = False
         when, then = row["when"], row["then"]
         if not isinstance(when, list):
             when = [when]
@@ -132,7 +128,9 @@ def compile_table(ctx: CompileContext, file: str, path: tuple, raw: Mapping, che
             try:
                 cells.append(Cell(str(cell), compile_expression(source, check_name=checker_for(("cell_input",)))))
             except ExpressionError as exc:
+                shift = len("cell_input ") if source.startswith("cell_input ") and not str(cell).strip().startswith("cell_input") else 0
                 exc.col = None
+                exc.message = re.sub(r"column (\d+)", lambda m: f"column {max(1, int(m.group(1)) - shift)}", exc.message)
                 ctx.error_in_expression(file, rpath + ("when", c), exc)
                 ok = False
         priority = row.get("priority", 0)

@@ -161,6 +161,9 @@ def compile_notify(c: ActionCompiler, spec: Any) -> NotifyParams | None:
     for k in spec:
         if k not in ("template", "to", "channel", "delay"):
             c.error((k,), f"unknown key '{k}' for notify; expected template, to, channel, delay", at_key=True)
+    if "template" not in spec:
+        c.error((), "'notify' needs 'template: <name>' (a file templates/<name>.<lang>.j2)", at_key=True, schema=True)
+        return None
     ok = c.check_template(("template",), spec.get("template"))
     to = compile_recipient(c, ("to",), spec.get("to", "owner"))
     channel = None

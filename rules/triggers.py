@@ -77,8 +77,9 @@ def compile_trigger(ctx: CompileContext, file: str, path: tuple, on: Any, forms:
                                              f"write two rules", at_key=True)
         return None
     kind = kinds[0]
+    option_keys = {k for keys in _TRIGGER_KEYS.values() for k in keys}
     for k in on:
-        if k != kind and k not in _TRIGGER_KEYS[kind] and not str(k).startswith("x_"):
+        if k != kind and k in option_keys and k not in _TRIGGER_KEYS[kind]:
             ctx.error(file, p + (k,), f"'{k}' does not go with a {kind} trigger"
                                       + (f"; it takes: {', '.join(_TRIGGER_KEYS[kind])}" if _TRIGGER_KEYS[kind] else ""), at_key=True)
             return None

@@ -59,6 +59,8 @@ def compile_actions(ctx: CompileContext, file: str, path: tuple, raw_actions: An
         kind = kinds[0]
         action = ACTIONS.get(kind)
         if action is None:
+            if file.startswith("rules/") and not isinstance(raw_actions[i], str):
+                continue   # reported by rules.schema.json as an unknown key
             ctx.error(file, ipath + (kind,), f"unknown action '{kind}'{suggest(kind, ACTIONS) or '; ' + one_of(ACTIONS, 30)}",
                       at_key=True)
             continue

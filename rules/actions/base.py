@@ -147,7 +147,15 @@ class ActionCompiler:
         self.paths: set[tuple] = set()
 
     # -- reporting -------------------------------------------------------
-    def error(self, sub: tuple, message: str, at_key: bool = False) -> None:
+    @property
+    def schema_checked(self) -> bool:
+        """rules/*.yaml are checked by rules.schema.json (unknown keys, enums, required keys) before this step."""
+        return self.file.startswith("rules/")
+
+    def error(self, sub: tuple, message: str, at_key: bool = False, schema: bool = False) -> None:
+        """``schema=True``: a problem rules.schema.json reports already -- only reported for other files (flows)."""
+        if (schema or message.startswith("unknown key")) and self.schema_checked:
+            return
         self.ctx.error(self.file, self.path + tuple(sub), message, at_key=at_key)
 
     def nested(self, sub: tuple, form: str | None, *, source_form: str | None = None) -> "ActionCompiler":

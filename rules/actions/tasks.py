@@ -33,11 +33,11 @@ class TaskAction(Action):
             if k not in ("title", "assignee", "due", "kind", "body", "key"):
                 c.error((k,), f"unknown key '{k}' for task; expected title, assignee, due, kind, body, key", at_key=True)
         if not spec.get("title"):
-            c.error((), "'task' needs a title", at_key=True)
+            c.error((), "'task' needs a title", at_key=True, schema="title" not in spec)
             return None
         kind = spec.get("kind", "todo")
         if kind not in TASK_KINDS:
-            c.error(("kind",), f"unknown task kind '{kind}'; expected one of: {', '.join(TASK_KINDS)}")
+            c.error(("kind",), f"unknown task kind '{kind}'; expected one of: {', '.join(TASK_KINDS)}", schema=True)
         due = c.check_duration(("due",), spec["due"]) if spec.get("due") is not None else None
         assignee = compile_recipient(c, ("assignee",), spec.get("assignee", "owner"), users_only=True)
         return {"title": text(spec["title"]), "assignee": assignee, "due": due, "kind": kind,
@@ -85,7 +85,7 @@ class CompleteTasksAction(Action):
                 c.error((k,), f"unknown key '{k}' for complete_tasks; expected kind, outcome, status", at_key=True)
         status = spec.get("status", "done")
         if status not in ("done", "cancelled"):
-            c.error(("status",), "status is done or cancelled")
+            c.error(("status",), "status is done or cancelled", schema=True)
         return {"kind": spec.get("kind"), "outcome": spec.get("outcome", "done"), "status": status}
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
