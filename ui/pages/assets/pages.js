@@ -1,0 +1,113 @@
+/* Loom pages: behaviour of the generated record pages (CSP-safe, no inline scripts).
+ *  - form[data-form-state]: after each change, POST the form to its _form_state URL and show/hide,
+ *    require and lock fields exactly as the server will enforce them.
+ *  - [data-picker-search]: Enter searches instead of submitting the form.
+ *  - [data-apply-columns]: the list's column chooser rewrites ?cols=.
+ *  - htmx: a 2xx with HX-Redirect navigates; toasts come from loom.js.
+ */
+(function () {
+  "use strict";
+  var doc = document;
+
+  function csrf() { return doc.body && doc.body.getAttribute("data-csrf") || ""; }
+
+  // ---- live form state -------------------------------------------------------
+  var timers = new WeakMap();
+  var seq = new WeakMap();
+  function applyState(form, state) {
+    var fields = (state && state.fields) || {};
+    Object.keys(fields).forEach(function (name) {
+      var st = fields[name];
+      var box = form.querySelector('[data-field="' + CSS.escape(name) + '"]');
+      if (!box) return;
+      box.hidden = !st.visible;
+      box.classList.toggle("required", !!st.required);
+      var lab = box.querySelector(".field-label");
+      if (lab) lab.classList.toggle("required", !!st.required);
+      box.querySelectorAll("input, select, textarea").forEach(function (inp) {
+        if (inp.type === "hidden" || inp.hasAttribute("data-picker-search")) return;
+        if (st.required) inp.setAttribute("aria-required", "true"); else inp.removeAttribute("aria-required");
+        if (inp.tagName === "SELECT" || inp.type === "checkbox" || inp.type === "radio") {
+          inp.disabled = false; // submit its value; server decides read-only
+          inp.toggleAttribute("aria-readonly", !!st.readonly);
+        } else {
+          inp.readOnly = !!st.readonly;
+        }
+      });
+    });
+    var secs = (state && state.sections) || {};
+    Object.keys(secs).forEach(function (id) {
+      form.querySelectorAll('[data-section="' + CSS.escape(id) + '"]').forEach(function (s) { s.hidden = !secs[id]; });
+    });
+    form.setAttribute("data-state-ready", String((seq.get(form) || 0)));
+  }
+  function refreshState(form) {
+    var url = form.getAttribute("data-form-state");
+    if (!url) return;
+    var n = (seq.get(form) || 0) + 1;
+    seq.set(form, n);
+    var body = new FormData(form);
+    fetch(url, { method: "POST", body: body, credentials: "same-origin",
+                 headers: { "X-CSRF-Token": csrf(), "Accept": "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (state) { if (seq.get(form) === n) applyState(form, state); })
+      .catch(function (err) { if (window.console) console.warn("Loom form state:", err); });
+  }
+  function schedule(form, delay) {
+    clearTimeout(timers.get(form));
+    timers.set(form, setTimeout(function () { refreshState(form); }, delay));
+  }
+  doc.addEventListener("change", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-form-state]");
+    if (form && !e.target.hasAttribute("data-picker-search")) schedule(form, 30);
+  });
+  doc.addEventListener("input", function (e) {
+    var form = e.target.closest && e.target.closest("form[data-form-state]");
+    if (form && !e.target.hasAttribute("data-picker-search")) schedule(form, 350);
+  });
+  // a htmx swap inside the form (cascade/link options) changes values too
+  doc.addEventListener("htmx:afterSwap", function (e) {
+    var form = e.target && e.target.closest && e.target.closest("form[data-form-state]");
+    if (form) schedule(form, 30);
+  });
+
+  // ---- pickers ---------------------------------------------------------------
+  doc.addEventListener("keydown", function (e) {
+    if (e.key === "Enter" && e.target.hasAttribute && e.target.hasAttribute("data-picker-search")) {
+      e.preventDefault();
+      if (window.htmx) window.htmx.trigger(e.target, "search");
+    }
+  });
+
+  // ---- saving: disable the button while the page posts -------------------------
+  doc.addEventListener("submit", function (e) {
+    var form = e.target;
+    if (!form.matches || !form.matches("form.record-form")) return;
+    var btn = form.querySelector("button[type=submit]");
+    if (btn) { btn.classList.add("htmx-request"); btn.setAttribute("aria-busy", "true"); }
+  });
+
+  // ---- list: column chooser ----------------------------------------------------
+  doc.addEventListener("click", function (e) {
+    var btn = e.target.closest && e.target.closest("[data-apply-columns]");
+    if (!btn) return;
+    var box = btn.closest(".column-chooser");
+    var cols = Array.prototype.slice.call(box.querySelectorAll(".col-choice:checked")).map(function (c) { return c.value; });
+    var url = new URL(window.location.href);
+    url.searchParams.set("cols", cols.join(","));
+    url.searchParams.delete("page");
+    window.location.assign(url.toString());
+  });
+
+  // ---- task inbox: remove a handled task ----------------------------------------
+  doc.addEventListener("loom:task-done", function (e) {
+    var id = e.detail && (e.detail.value || e.detail.id);
+    var li = id && doc.getElementById("task-" + id);
+    if (li) li.remove();
+  });
+
+  // ---- dashboards: filters reload the page ---------------------------------------
+  doc.addEventListener("change", function (e) {
+    if (e.target.matches && e.target.matches("form.dashboard-filters select")) e.target.form.submit();
+  });
+})();
