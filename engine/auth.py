@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import os
 import secrets
 from dataclasses import dataclass, field
 from typing import Any, Mapping
@@ -22,7 +23,11 @@ from sqlalchemy.engine import Connection
 from . import platform as P
 from .clock import to_db
 
-_hasher = PasswordHasher()
+# argon2id with the library's defaults (RFC 9106 "low memory" profile).  The
+# test suite sets LOOM_PASSWORD_HASH=fast to keep hundreds of sign-ins quick;
+# never set it in production.
+_hasher = (PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
+           if os.environ.get("LOOM_PASSWORD_HASH") == "fast" else PasswordHasher())
 # A hash of a random secret, verified when the user does not exist, so that
 # response time doesn't reveal which user names exist.
 _DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))

@@ -234,8 +234,21 @@ def compile_package(package: SourcePackage) -> AppDef:
         except DefinitionError as exc:
             ctx.problems.items.extend(exc.problems)
     _check_cross_app_references(ctx)
+    _one_problem_per_position(ctx)
     ctx.problems.raise_if_any()
     return build_appdef(ctx)
+
+
+def _one_problem_per_position(ctx: CompileContext) -> None:
+    """The schema check and a compile step may both object to one value;
+    the first (schema) message is kept so each position is reported once."""
+    seen: set = set()
+    kept = []
+    for p in ctx.problems.items:
+        if (p.file, p.line, p.col) not in seen:
+            seen.add((p.file, p.line, p.col))
+            kept.append(p)
+    ctx.problems.items = kept
 
 
 def _check_cross_app_references(ctx: CompileContext) -> None:

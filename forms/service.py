@@ -121,6 +121,9 @@ class Records:
     # -- expression environment -----------------------------------------
     def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> dict:
         data = dict(rec)
+        for name, f in form.fields.items():
+            if f.type == "link" and isinstance(rec.get(name), int) and f.target_form in uow.app.forms:
+                data[name] = LinkedRecord(rec[name], lambda rid, t=f.target_form: self.load(uow.as_system(), t, rid))
         data["record"] = rec
         data["current_user"] = uow.user.env()
         data["settings"] = dict(uow.app.settings)
@@ -593,6 +596,43 @@ class Records:
         rows = uow.conn.execute(select(P.history).where(P.history.c.app == uow.app.name, P.history.c.form == form_name,
                                                         P.history.c.record_id == record_id).order_by(P.history.c.id)).mappings().all()
         return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": r["changes"], "comment": r["comment"]} for r in rows]
+
+
+class LinkedRecord(Mapping):
+    """A link field's value in an expression: equal to the linked id, and
+    ``customer.tier`` reads the linked record (loaded once, on first use).
+
+    Expressions only ever read items of it, which are plain data; the loader
+    is not reachable from an expression (no attribute access exists there).
+    """
+
+    __slots__ = ("id", "_load", "_data")
+
+    def __init__(self, record_id: int, load):
+        self.id, self._load, self._data = record_id, load, None
+
+    def _record(self) -> Mapping:
+        if self._data is None:
+            self._data = self._load(self.id) or {}
+        return self._data
+
+    def __getitem__(self, key):
+        return self._record()[key]
+
+    def __iter__(self):
+        return iter(self._record())
+
+    def __len__(self):
+        return len(self._record())
+
+    def __eq__(self, other):
+        return other == self.id if not isinstance(other, LinkedRecord) else other.id == self.id
+
+    def __hash__(self):
+        return hash(self.id)
+
+    def __repr__(self):
+        return f"LinkedRecord({self.id})"
 
 
 def next_sequence(conn, app: str, key: str) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine, text
 
+os.environ.setdefault("LOOM_PASSWORD_HASH", "fast")   # cheap argon2 parameters in tests only
 ROOT = Path(__file__).resolve().parent.parent
 CRM = ROOT / "apps" / "automotive_crm"
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

@@ -29,15 +29,18 @@ def sign_in(request: Request, username: str = Form(...), password: str = Form(..
     rt = runtime(request)
     now = rt.clock.now()
     ip = request.client.host if request.client else None
-    try:
-        with rt.db.write() as conn:
+    failure: AuthError | None = None
+    with rt.db.write() as conn:  # commits the failure counter too
+        try:
             user = authenticate(conn, now, username, password)
+        except AuthError as exc:
+            failure = exc
+            audit(conn, now, username[:64], "auth.failed", ip=ip)
+        else:
             token = issue_token(conn, now, user.username)
             audit(conn, now, user.username, "auth.sign_in", ip=ip)
-    except AuthError as exc:
-        with rt.db.write() as conn:
-            audit(conn, now, username[:64], "auth.failed", ip=ip)
-        raise HTTPException(401, str(exc)) from None
+    if failure is not None:
+        raise HTTPException(401, str(failure))
     return {"access_token": token, "token_type": "bearer"}
 
 

@@ -1,0 +1,120 @@
+"""Records through the JSON API: validation, permissions, PII, history (both databases)."""
+from __future__ import annotations
+
+from sqlalchemy import text
+
+from engine.installer import install
+from engine.package import read_package
+from tests.conftest import FIXTURES
+
+
+def setup_app(api):
+    install(api.rt, read_package(FIXTURES / "mini_app"))
+    return {
+        "admin": api.user("root", ["admin"]),
+        "east": api.user("agent_e", ["agent"], {"region": "east"}),
+        "south": api.user("agent_s", ["agent"], {"region": "south"}),
+        "manager": api.user("boss", ["manager"]),
+    }
+
+
+def test_create_returns_record_with_defaults_and_system_columns(api):
+    h = setup_app(api)
+    r = api.http.post("/api/apps/mini/customer", json={"name": "王芳", "phone": "13912345678", "region": "east"}, headers=h["east"])
+    assert r.status_code == 201, r.text
+    rec = r.json()
+    assert rec["id"] > 0 and rec["name"] == "王芳" and rec["tier"] == "regular"
+    assert rec["created_by"] == "agent_e" and rec["created_at"].endswith("Z") and rec["state"] is None
+    assert rec["phone"] == "139****5678"      # agents lack view_pii
+    full = api.http.get(f"/api/apps/mini/customer/{rec['id']}", headers=h["manager"]).json()
+    assert full["phone"] == "13912345678"
+
+
+def test_per_field_errors_all_at_once(api):
+    h = setup_app(api)
+    r = api.http.post("/api/apps/mini/customer", json={"phone": "abc123", "region": "west", "visits": -1, "colour": "red"},
+                      headers=h["admin"])
+    assert r.status_code == 422
+    errors = {(e["field"], e["code"]) for e in r.json()["errors"]}
+    assert ("name", "required") in errors
+    assert ("colour", "unknown_field") in errors
+    fields = {e["field"] for e in r.json()["errors"]}
+    assert {"phone", "region", "visits"} <= fields
+    assert all(e["message"] for e in r.json()["errors"])
+
+
+def test_unique_pii_phone_and_exact_search(api):
+    h = setup_app(api)
+    body = {"name": "李雷", "phone": "13800000001", "region": "east"}
+    assert api.http.post("/api/apps/mini/customer", json=body, headers=h["admin"]).status_code == 201
+    dup = api.http.post("/api/apps/mini/customer", json={**body, "name": "李雷2"}, headers=h["admin"])
+    assert dup.status_code == 422 and dup.json()["errors"][0]["code"] == "unique"
+    found = api.http.get("/api/apps/mini/customer?phone=13800000001", headers=h["admin"]).json()
+    assert found["total"] == 1 and found["items"][0]["name"] == "李雷"
+    assert api.http.get("/api/apps/mini/customer?q=13800000001", headers=h["admin"]).json()["total"] == 1
+
+
+def test_pii_is_encrypted_at_rest(api):
+    h = setup_app(api)
+    api.http.post("/api/apps/mini/customer", json={"name": "韩梅梅", "phone": "13711112222", "region": "east"}, headers=h["admin"])
+    with api.rt.db.read() as conn:
+        raw = conn.execute(text('SELECT phone FROM "mini__customer"')).scalar()
+        history = conn.execute(text("SELECT changes FROM loom_history")).all()
+    assert "13711112222" not in raw and raw.startswith("k1:")
+    assert "13711112222" not in str(history)
+
+
+def test_row_level_access_and_404(api):
+    h = setup_app(api)
+    e = api.http.post("/api/apps/mini/customer", json={"name": "东", "region": "east"}, headers=h["admin"]).json()
+    s = api.http.post("/api/apps/mini/customer", json={"name": "南", "region": "south"}, headers=h["admin"]).json()
+    names = [c["name"] for c in api.http.get("/api/apps/mini/customer", headers=h["east"]).json()["items"]]
+    assert names == ["东"]
+    assert api.http.get(f"/api/apps/mini/customer/{s['id']}", headers=h["east"]).status_code == 404
+    assert api.http.patch(f"/api/apps/mini/customer/{s['id']}", json={"name": "x"}, headers=h["east"]).status_code == 404
+    assert api.http.delete(f"/api/apps/mini/customer/{e['id']}", headers=h["east"]).status_code == 403
+    assert api.http.get("/api/apps/mini/customer", headers=h["manager"]).json()["total"] == 2
+
+
+def test_required_when_through_link_and_validation_message(api):
+    h = setup_app(api)
+    gold = api.http.post("/api/apps/mini/customer", json={"name": "金", "tier": "gold"}, headers=h["admin"]).json()
+    r = api.http.post("/api/apps/mini/ticket", json={"subject": "刹车异响", "severity": "high", "customer": gold["id"]}, headers=h["admin"])
+    assert r.status_code == 422 and r.json()["errors"] == [
+        {"field": "resolution", "code": "required", "message": r.json()["errors"][0]["message"]}]
+    ok = api.http.post("/api/apps/mini/ticket", json={"subject": "刹车异响", "severity": "low", "customer": gold["id"]}, headers=h["admin"])
+    assert ok.status_code == 201 and ok.json()["opened_on"] == "2026-11-23"
+    short = api.http.post("/api/apps/mini/ticket?lang=en", json={"subject": "ab", "severity": "low"}, headers=h["admin"])
+    assert short.json()["errors"] == [{"field": "subject", "code": "validation", "message": "Subject needs at least 3 characters"}]
+    missing = api.http.post("/api/apps/mini/ticket", json={"subject": "abc", "severity": "low", "customer": 999}, headers=h["admin"])
+    assert missing.status_code == 422 and missing.json()["errors"][0]["code"] == "not_found"
+
+
+def test_update_history_and_delete(api):
+    h = setup_app(api)
+    rec = api.http.post("/api/apps/mini/customer", json={"name": "赵", "visits": 1}, headers=h["admin"]).json()
+    r = api.http.patch(f"/api/apps/mini/customer/{rec['id']}", json={"visits": 2}, headers=h["admin"])
+    assert r.status_code == 200 and r.json()["visits"] == 2
+    hist = api.http.get(f"/api/apps/mini/customer/{rec['id']}/history", headers=h["admin"]).json()["items"]
+    assert [x["kind"] for x in hist] == ["create", "update"]
+    assert hist[1]["changes"] == {"visits": [1, 2]} and hist[1]["actor"] == "root"
+    assert api.http.delete(f"/api/apps/mini/customer/{rec['id']}", headers=h["admin"]).status_code == 204
+    assert api.http.get(f"/api/apps/mini/customer/{rec['id']}", headers=h["admin"]).status_code == 404
+
+
+def test_list_filters_order_and_paging(api):
+    h = setup_app(api)
+    for i in range(5):
+        api.http.post("/api/apps/mini/customer", json={"name": f"客户{i}", "visits": i, "region": "east"}, headers=h["admin"])
+    page = api.http.get("/api/apps/mini/customer?visits__gte=2&order=-visits&limit=2", headers=h["admin"]).json()
+    assert page["total"] == 3 and [c["visits"] for c in page["items"]] == [4, 3]
+    bad = api.http.get("/api/apps/mini/customer?colour=red", headers=h["admin"])
+    assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "colour"
+
+
+def test_check_endpoint_validates_without_saving(api):
+    h = setup_app(api)
+    api.http.post("/api/apps/mini/customer", json={"name": "甲", "phone": "13600000000"}, headers=h["admin"])
+    r = api.http.post("/api/apps/mini/customer/_check", json={"name": "乙", "phone": "13600000000"}, headers=h["admin"]).json()
+    assert r["ok"] is False and r["errors"][0]["code"] == "unique"
+    assert api.http.get("/api/apps/mini/customer", headers=h["admin"]).json()["total"] == 1
