@@ -68,6 +68,15 @@ def parse_seconds(value: Any) -> int | None:
     return total or None
 
 
+def _error_once(ctx: CompileContext, file: str, path: tuple, message: str, at_key: bool) -> None:
+    """Report a problem; a generic schema message at the same place is replaced by this more specific one."""
+    src = ctx.files.get(file)
+    if src is not None:
+        line, col = src.loaded.position(path, prefer_key=at_key)
+        ctx.problems.items[:] = [p for p in ctx.problems.items if not (p.file == file and p.line == line and p.col == col)]
+    ctx.error(file, path, message, at_key=at_key)
+
+
 # ---------------------------------------------------------------------------
 # workflow states (ordered), read from the flow sources -- the flows engine's
 # compiled objects are not needed and not imported
@@ -173,7 +182,7 @@ class _ReportCompiler:
     # -- helpers ------------------------------------------------------------
     def err(self, path: tuple, message: str, at_key: bool = False) -> None:
         self.ok = False
-        self.ctx.error(self.file, self.base + tuple(path), f"report '{self.spec.get('name')}': {message}", at_key=at_key)
+        _error_once(self.ctx, self.file, self.base + tuple(path), f"report '{self.spec.get('name')}': {message}", at_key)
 
     def ref(self, dotted: Any, path: tuple, *, form: str | None = None, purpose: str = "used") -> FieldRef | None:
         r = self.fields.resolve(form or self.source, dotted)
@@ -732,7 +741,7 @@ def _compile_dashboard(ctx, file, base, spec, reports, compilers, app, roles) ->
     def err(path, msg, at_key=False):
         nonlocal ok
         ok = False
-        ctx.error(file, base + tuple(path), f"dashboard '{name}': {msg}", at_key=at_key)
+        _error_once(ctx, file, base + tuple(path), f"dashboard '{name}': {msg}", at_key)
 
     for i, role in enumerate(spec.get("roles") or []):
         if role not in roles:

@@ -43,6 +43,14 @@ def _cells(res: Result, lang: str) -> tuple[list[str], Iterator[list]]:
     return header, rows()
 
 
+def _csv_value(v: Any) -> Any:
+    if v is None:
+        return ""
+    if isinstance(v, float) and v.is_integer():
+        return int(v)
+    return v
+
+
 def csv_chunks(res: Result, lang: str) -> Iterator[bytes]:
     header, rows = _cells(res, lang)
     buf = io.StringIO()
@@ -50,7 +58,7 @@ def csv_chunks(res: Result, lang: str) -> Iterator[bytes]:
     buf.write("\ufeff")
     w.writerow(header)
     for row in rows:
-        w.writerow(["" if v is None else v for v in row])
+        w.writerow([_csv_value(v) for v in row])
         if buf.tell() >= CHUNK:
             yield buf.getvalue().encode("utf-8")
             buf.seek(0)

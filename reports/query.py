@@ -40,8 +40,6 @@ def bad_param(name: str, message: str) -> RecordInvalid:
 def plain(v: Any) -> Any:
     """DB value -> JSON-ready Python value."""
     if isinstance(v, Decimal):
-        if v == v.to_integral_value() and abs(v) < 2 ** 53:
-            return int(v)
         return round(float(v), 6)
     if isinstance(v, float):
         return round(v, 6)

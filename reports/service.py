@@ -521,6 +521,8 @@ class ReportService:
             indexed = {"id", "owner", "state", "created_at"} | {c[0] for c in form.indexes if c}
             indexed |= {n for n, f in form.fields.items() if f.index or f.unique or f.type in ("link", "user") or f.pii}
             refs = [d.ref for d in rd.dimensions] + [p.ref for p in rd.params]
+            if rd.cohort is not None:
+                refs.append(rd.cohort.date)
             for ref in refs:
                 if ref.link is None and ref.field not in indexed:
                     out.append(f"report '{rd.name}': {rd.source}.{ref.field} is grouped or filtered but has no index; "
