@@ -27,8 +27,8 @@ def test_validate_ok_and_problems(tmp_path):
     r = loom("validate", str(bad))
     assert r.returncode == 1
     lines = r.stderr.strip().splitlines()
-    assert lines[0].startswith("forms/ticket.yaml:2:12: field 'a': unknown type 'usr'")
-    assert lines[1].startswith("forms/ticket.yaml:3:32: field 'b': unknown form 'nope'")
+    assert lines[0].startswith("forms/ticket.yaml:2:13: field 'a': unknown type 'usr'")
+    assert lines[1].startswith("forms/ticket.yaml:3:25: field 'b': unknown form 'nope'")
     assert "Traceback" not in r.stderr
 
 
