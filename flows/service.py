@@ -610,6 +610,7 @@ class FlowService:
         a = T.approvals
         records = uow.service("records")
         if outcome == "next":
+            self._close_approval_tasks(uow, appr["id"], "cancelled", "not_needed")
             stage = appr["stage"] + 1
             uow.conn.execute(update(a).where(a.c.id == appr["id"]).values(stage=stage))
             appr = self._approval(uow, appr["id"])

@@ -107,7 +107,7 @@ def test_transition_rules(rt, app):
     transition(rt, rid, "reopen", user="max", comment="not fixed")
     assert load(rt, rid)["state"] == "in_progress"
     kinds = [(h["changes"].get("transition"), h["actor"]) for h in history(rt, rid, kind="transition")]
-    assert kinds == [("start", "amy"), ("resolve", "amy"), ("reopen", "max")]
+    assert kinds == [("assign", "system"), ("start", "amy"), ("resolve", "amy"), ("reopen", "max")]
 
 
 def test_timed_transition_fires_after_delay_unless_state_left(rt, app):
