@@ -144,7 +144,7 @@ class RuleEngine:
         try:
             done = execute(rc, rule.actions)
         except ActionError as exc:
-            msg = exc.message if exc.message.startswith(rule.name) else f"rule '{rule.name}': {exc.message}"
+            msg = exc.message if f"rule '{rule.name}'" in exc.message else f"rule '{rule.name}': {exc.message}"
             raise ActionError(msg) from exc
         self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history)
         return "fired", rc.record
@@ -157,7 +157,8 @@ class RuleEngine:
             trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json))
         if history and rc.form and rc.record_id is not None and outcome == "fired":
             rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule",
-                                   {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json})
+                                   {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
+                                    **({"by": uow.user.username} if not uow.user.is_system else {})})
 
     # -- timers ----------------------------------------------------------
     def on_date_timer(self, uow: Any, timer: dict) -> None:

@@ -71,8 +71,15 @@ def _fmt_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: Any = None) -> st
     return str(value)
 
 
+class _Sandbox(SandboxedEnvironment):
+    """Missing values render empty (StrictUndefined off), but unsafe access fails loudly, not silently."""
+
+    def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
+        raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
+
+
 def make_environment(files: Mapping[str, bytes], tz: Any = None) -> SandboxedEnvironment:
-    env = SandboxedEnvironment(
+    env = _Sandbox(
         loader=_PackageLoader(files),
         autoescape=lambda name: bool(name) and name.endswith(".html.j2"),
         finalize=lambda v: "" if v is None else v,
@@ -113,12 +120,16 @@ def check_templates(ctx: Any) -> dict[str, dict]:
         except TemplateSyntaxError as exc:
             ctx.problems.add(path, exc.lineno or 1, 1, f"template syntax error: {exc.message}")
             continue
-        for node in tree.find_all((nodes.Getattr, nodes.Getitem)):
+        unsafe: dict[int, list[str]] = {}
+        for node in reversed(list(tree.find_all((nodes.Getattr, nodes.Getitem)))):
             attr = node.attr if isinstance(node, nodes.Getattr) else (
                 node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
-            if attr and attr.startswith("_"):
-                ctx.problems.add(path, node.lineno, 1, f"templates may not use '{attr}': names starting with '_' are "
-                                                       "refused by the template sandbox")
+            if attr and attr.startswith("_") and attr not in unsafe.setdefault(node.lineno, []):
+                unsafe[node.lineno].append(attr)
+        for lineno, attrs in sorted(unsafe.items()):
+            if attrs:
+                ctx.problems.add(path, lineno, 1, f"templates may not use {', '.join(repr(a) for a in attrs)}: names "
+                                                  "starting with '_' are refused by the template sandbox")
         name, channel, lang = m.group(1), m.group(2), m.group(3)
         info = out.setdefault(name, {"kind": "service", "variants": []})
         info["variants"].append((channel, lang, path))

@@ -88,6 +88,11 @@ def run_actions(uow: Any, form_name: str | None, record: Mapping[str, Any] | Non
     return execute(rc, actions)
 
 
+def who(source: str) -> str:
+    """'rule 'x'' for rules; flows pass sources like 'flow:complaint_process:start'."""
+    return source if ":" in source else f"rule '{source}'"
+
+
 def execute(rc: RunContext, actions: Iterable[CompiledAction]) -> list[dict]:
     for a in actions:
         action = ACTIONS[a.kind]
@@ -98,7 +103,7 @@ def execute(rc: RunContext, actions: Iterable[CompiledAction]) -> list[dict]:
         try:
             result = action.run(rc, a.params)
         except ActionError as exc:
-            raise ActionError(f"{rc.source}: {a.kind} ({a.where}): {exc.message}") from exc
+            raise ActionError(f"{who(rc.source)}, action '{a.kind}' at {a.where}: {exc.message}") from exc
         if result is not None:
             rc.done.append({"action": a.kind, **result})
     rc.flush()

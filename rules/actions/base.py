@@ -498,7 +498,8 @@ class RunContext:
         try:
             fresh = self.records.update(self.sys, self.form, self.record_id, data, trusted=True, system_values=system or None)
         except RecordInvalid as exc:
-            raise RecordInvalid([dict(e, message=f"{self.source}: {e['message']}") for e in exc.errors]) from None
+            from . import who
+            raise RecordInvalid([dict(e, message=f"{who(self.source)}: {e['message']}") for e in exc.errors]) from None
         self.record = dict(fresh)
         self.forget_link(self.form, self.record_id)
         self.invalidate()

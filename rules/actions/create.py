@@ -36,6 +36,7 @@ class CreateAction(Action):
         return {"form": target, "values": values, "owner": owner, "state": spec.get("state")}
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
+        from . import who
         env = rc.env()
         data = {}
         for name, e in params["values"]:
@@ -50,7 +51,7 @@ class CreateAction(Action):
             new = rc.records.create(rc.sys, params["form"], data, trusted=True, owner=owner or None)
         except RecordInvalid as exc:
             raise RecordInvalid([dict(e, field=f"{params['form']}.{e.get('field') or '-'}",
-                                      message=f"{rc.source}: creating {params['form']}: {e['message']}")
+                                      message=f"{who(rc.source)} could not create a {params['form']}: {e['message']}")
                                  for e in exc.errors]) from None
         rc.created = new
         rc.invalidate()

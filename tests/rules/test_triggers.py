@@ -261,4 +261,5 @@ def test_incoming_webhook_bearer_token_on_a_record(api, package_dir):
     assert Session(rt).load("lead", lead["id"])["level"] == "H"
     assert api.http.post(url, json={"id": 999, "level": "H"}, headers=mgr).status_code == 404
     h = history(rt, "lead", lead["id"])
-    assert h[-1]["kind"] == "rule" and h[-1]["actor"] == "mia" and h[-1]["changes"]["trigger"] == "webhook"
+    assert h[-1]["kind"] == "rule" and h[-1]["actor"] == "system" and h[-1]["changes"]["trigger"] == "webhook"
+    assert h[-1]["changes"]["by"] == "mia"

@@ -1,0 +1,193 @@
+"""Notifications: recipients, channels, consent, quiet hours, frequency cap, idempotency; the template sandbox."""
+from __future__ import annotations
+
+import datetime as dt
+from types import SimpleNamespace
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from engine.errors import LoomError
+from tests.conftest import T0
+from tests.rules.pkg import Session, add_user, outbox, rule_log, setup_app, tick
+
+TEMPLATES = {
+    "templates/survey_thanks.zh.j2": "{{ recipient.name }}，感谢评分{{ score }}（{{ dealer.name }}，{{ settings.brand }}）",
+    "templates/survey_thanks.sms.zh.j2": "【Loom】{{ recipient.name }}，感谢评分{{ score }}",
+    "templates/survey_thanks.en.j2": "Thanks {{ recipient.name }} for {{ score }} at {{ now|datetime('%H:%M') }}",
+    "templates/manager_alert.zh.j2": "{% set subject = '低分预警' %}{{ customer.name }}评分{{ score }}，{{ recipient.display_name }}请处理",
+    "templates/spring_sale.zh.j2": "{% set kind = 'marketing' %}{{ recipient.name }}，春季特惠！",
+}
+
+RULES = """
+rules:
+  - name: thank
+    on: {created: survey}
+    actions:
+      - notify: {template: survey_thanks, to: customer}
+  - name: alert
+    on: {created: survey}
+    when: "score < 3"
+    actions:
+      - notify: {template: manager_alert, to: {role: regional, where: "region == record.dealer.region"}}
+  - name: promo
+    on: {changed: customer, fields: [tier]}
+    actions:
+      - notify: {template: spring_sale, to: self, channel: "'sms'"}
+"""
+
+
+def _setup(rt, package_dir, **kw):
+    setup_app(rt, package_dir, RULES, templates=TEMPLATES, **kw)
+    s = Session(rt)
+    d = s.create("dealer", {"code": "D1", "name": "浦东店", "region": "east"})
+    return s, d
+
+
+def test_recipients_channels_languages_and_rendering(rt, package_dir):
+    s, d = _setup(rt, package_dir)
+    add_user(rt, "rm_east", ["regional"], region="east")
+    add_user(rt, "rm_south", ["regional"], region="south")
+    zh = s.create("customer", {"name": "张三", "phone": "13800138000", "preferred_channel": "sms", "language": "zh"})
+    en = s.create("customer", {"name": "Ann", "email": "ann@example.com", "preferred_channel": "email", "language": "en"})
+    s.create("survey", {"customer": zh["id"], "dealer": d["id"], "score": 2})
+    s.create("survey", {"customer": en["id"], "dealer": d["id"], "score": 5})
+    msgs = outbox(rt)
+    by = {(m["template"], m["recipient"]): m for m in msgs}
+    sms = by[("survey_thanks", "13800138000")]
+    assert (sms["channel"], sms["lang"], sms["recipient_kind"], sms["status"]) == ("sms", "zh", "customer", "queued")
+    assert sms["rendered"] == "【Loom】张三，感谢评分2"                       # the sms variant
+    mail = by[("survey_thanks", "ann@example.com")]
+    assert mail["channel"] == "email" and mail["rendered"] == "Thanks Ann for 5 at 10:00"   # app timezone
+    alert = by[("manager_alert", "rm_east")]
+    assert alert["channel"] == "inapp" and alert["recipient_kind"] == "user"
+    assert alert["rendered"] == "张三评分2，rm_east请处理" and alert["subject"] == "低分预警"
+    assert ("manager_alert", "rm_south") not in by
+    assert len(msgs) == 3
+
+
+def test_consent_for_marketing_messages(rt, package_dir):
+    s, _ = _setup(rt, package_dir)
+    yes = s.create("customer", {"name": "有", "phone": "13900000001", "consent_marketing": True})
+    no = s.create("customer", {"name": "无", "phone": "13900000002", "consent_marketing": False})
+    dnd = s.create("customer", {"name": "扰", "phone": "13900000003", "consent_marketing": True, "do_not_disturb": True})
+    for c in (yes, no, dnd):
+        s.update("customer", c["id"], {"tier": "gold"})
+    msgs = {m["recipient"]: m for m in outbox(rt)}
+    assert msgs["13900000001"]["status"] == "queued" and msgs["13900000001"]["kind"] == "marketing"
+    assert msgs["13900000002"]["status"] == "suppressed"
+    assert "consent" in msgs["13900000002"]["last_error"]
+    assert msgs["13900000003"]["status"] == "suppressed" and "disturbed" in msgs["13900000003"]["last_error"]
+    log = rule_log(rt, rule="promo", record_id=no["id"])[0]["actions"][0]["messages"][0]
+    assert log["status"] == "suppressed" and "consent" in log["reason"]
+
+
+def test_quiet_hours_delay_customer_messages_not_staff(rt, package_dir):
+    s, d = _setup(rt, package_dir, quiet='{start: "21:00", end: "08:00"}')
+    add_user(rt, "rm", ["regional"], region="east")
+    c = s.create("customer", {"name": "张", "phone": "13800000000"})
+    rt.clock.set(dt.datetime(2026, 11, 23, 14, 30, tzinfo=dt.timezone.utc))     # 22:30 Shanghai
+    s.create("survey", {"customer": c["id"], "dealer": d["id"], "score": 1})
+    msgs = {m["recipient_kind"]: m for m in outbox(rt)}
+    assert msgs["customer"]["due_at"] == dt.datetime(2026, 11, 24, 0, 0)        # 08:00 Shanghai next day
+    assert msgs["user"]["due_at"] == dt.datetime(2026, 11, 23, 14, 30)
+    rt.clock.set(dt.datetime(2026, 11, 23, 19, 0, tzinfo=dt.timezone.utc))      # 03:00 Shanghai
+    s.create("survey", {"customer": c["id"], "dealer": d["id"], "score": 4})
+    assert outbox(rt, recipient_kind="customer")[-1]["due_at"] == dt.datetime(2026, 11, 24, 0, 0)
+    rt.clock.set(dt.datetime(2026, 11, 24, 1, 0, tzinfo=dt.timezone.utc))       # 09:00: not quiet
+    s.create("survey", {"customer": c["id"], "dealer": d["id"], "score": 4})
+    assert outbox(rt, recipient_kind="customer")[-1]["due_at"] == dt.datetime(2026, 11, 24, 1, 0)
+    # delivery waits for the due time
+    counts = tick(rt, dt.datetime(2026, 11, 23, 23, 0, tzinfo=dt.timezone.utc))
+    assert counts["messages"] == 1                                             # only the staff alert
+
+
+def test_frequency_cap_per_customer_per_calendar_day(rt, package_dir):
+    s, d = _setup(rt, package_dir, cap="{per_customer: 2, per: 1d}")
+    c = s.create("customer", {"name": "张", "phone": "13800000000", "consent_marketing": True})
+    other = s.create("customer", {"name": "李", "phone": "13800000001"})
+    for i in range(3):
+        s.create("survey", {"customer": c["id"], "dealer": d["id"], "score": 5})
+    s.update("customer", c["id"], {"tier": "gold"})                      # marketing, same customer, other template
+    s.create("survey", {"customer": other["id"], "dealer": d["id"], "score": 5})
+    statuses = [(m["recipient"], m["status"]) for m in outbox(rt)]
+    assert statuses == [("13800000000", "queued"), ("13800000000", "queued"), ("13800000000", "suppressed"),
+                        ("13800000000", "suppressed"), ("13800000001", "queued")]
+    assert "frequency cap: 2 messages per 1d" in outbox(rt)[2]["last_error"]
+    rt.clock.set(dt.datetime(2026, 11, 23, 16, 30, tzinfo=dt.timezone.utc))      # 00:30 next local day
+    s.create("survey", {"customer": c["id"], "dealer": d["id"], "score": 5})
+    assert outbox(rt)[-1]["status"] == "queued"
+
+
+def test_idempotency_key_is_deterministic(rt, package_dir):
+    """A retried timer renders the same key: the message is queued once."""
+    from rules.actions.base import RunContext
+    from rules.notify import idempotency_key
+    s, _ = _setup(rt, package_dir)
+    with rt.db.read() as conn:
+        uow = s.uow(conn)
+        a = RunContext(uow, "lead", {"id": 7}, trigger="date", source="r", occurrence="rule:shop:r:lead:7:x")
+        b = RunContext(uow, "lead", {"id": 7}, trigger="date", source="r", occurrence="rule:shop:r:lead:7:x")
+        c = RunContext(uow, "lead", {"id": 7}, trigger="date", source="r", occurrence="rule:shop:r:lead:7:y")
+    assert idempotency_key(a, "t", "sms", "u") == idempotency_key(b, "t", "sms", "u") != idempotency_key(c, "t", "sms", "u")
+
+
+# -- the template sandbox -------------------------------------------------------------
+
+def _app(files: dict):
+    from engine.package import SourcePackage
+    return SimpleNamespace(digest=str(hash(tuple(sorted(files.items())))), package=SourcePackage(
+        {k: v.encode() for k, v in files.items()}, "test"), default_language="zh", tz=ZoneInfo("Asia/Shanghai"),
+        section=lambda name, default=None: default)
+
+
+@pytest.mark.parametrize("source, expect", [
+    ("{{ ''.__class__.__mro__ }}", "refused by the sandbox"),
+    ("{{ x|attr('__class__') }}", "refused by the sandbox"),
+    ("{{ cycler.__init__.__globals__.os.environ }}", "refused by the sandbox"),
+    ("{% include '../app.yaml' %}", "not a file in templates/"),
+    ("{% include '/etc/passwd' %}", "not a file in templates/"),
+    ("{{ lipsum() }}", "'lipsum' is undefined"),
+    ("{% for i in range(10**7) %}x{% endfor %}", "sandbox blocks ranges"),
+])
+def test_template_sandbox_refuses_escapes_with_clear_messages(source, expect):
+    from rules.templates import Templates, TemplateProblem
+    app = _app({"templates/t.zh.j2": source, "app.yaml": "name: x"})
+    with pytest.raises(TemplateProblem) as exc:
+        Templates().render(app, "t", None, "zh", {"x": "abc"})
+    assert expect in str(exc.value) and "templates/t.zh.j2" in str(exc.value)
+
+
+def test_template_plain_text_vs_html_escaping():
+    from rules.templates import Templates
+    app = _app({"templates/t.zh.j2": "A&B {{ v }}", "templates/t.email.zh.html.j2": "<p>{{ v }}</p>"})
+    t = Templates()
+    assert t.render(app, "t", "sms", "zh", {"v": "<b>&"}).text == "A&B <b>&"
+    assert t.render(app, "t", "email", "zh", {"v": "<b>&"}).text == "<p>&lt;b&gt;&amp;</p>"
+
+
+def test_unsafe_template_is_rejected_at_validation(package_dir):
+    import ui.wiring
+    from engine.definitions import validate_package
+    from engine.package import read_package
+    from tests.rules.pkg import files
+    ui.wiring.load_engines()
+    root = package_dir(files("", templates={"templates/evil.zh.j2": "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+                                            "templates/Bad-Name.j2": "x"}))
+    problems = [str(p) for p in validate_package(read_package(root))]
+    assert "templates/evil.zh.j2:1:1: templates may not use '__class__', '__mro__', '__subclasses__': names starting with '_' are refused by the template sandbox" in problems
+    assert any(p.startswith("templates/Bad-Name.j2:1:1: template file names are") for p in problems)
+
+
+def test_render_failure_fails_the_rule_clearly(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: bad_notify
+        on: {created: lead}
+        actions: [{notify: {template: boom, to: owner}}]
+    """, templates={"templates/boom.zh.j2": "{{ x|attr('__class__') }}"})
+    add_user(rt, "ann", ["sales"])
+    with pytest.raises(LoomError) as exc:
+        Session(rt).create("lead", {"name": "x"}, owner="ann")
+    assert "rule 'bad_notify'" in exc.value.message and "sandbox" in exc.value.message
+    assert outbox(rt) == []
