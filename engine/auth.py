@@ -92,7 +92,7 @@ def list_users(conn: Connection, role: str | None = None, active_only: bool = Tr
 
 def upsert_user(conn: Connection, now: dt.datetime, username: str, roles: list[str], attrs: dict,
                 password: str | None = None, display_name: str | None = None, language: str | None = None,
-                active: bool = True) -> User:
+                active: bool = True, password_hash: str | None = None) -> User:
     """Create or update a user (``loom user add``)."""
     if not username or len(username) > 64 or not all(c.isalnum() or c in "._-@" for c in username):
         raise AuthError(f"invalid user name '{username}': use letters, digits and . _ - @ (at most 64)")
@@ -105,6 +105,8 @@ def upsert_user(conn: Connection, now: dt.datetime, username: str, roles: list[s
         if len(password) < 8:
             raise AuthError("password too short: use at least 8 characters")
         values["password_hash"] = hash_password(password)
+    elif password_hash is not None:  # many demo users share one password: hash it once
+        values["password_hash"] = password_hash
     existing = conn.execute(select(P.users.c.id).where(P.users.c.username == username)).first()
     if existing:
         conn.execute(update(P.users).where(P.users.c.id == existing.id).values(**values))

@@ -263,13 +263,20 @@ def _check_cross_app_references(ctx: CompileContext) -> None:
             continue
         for key, known in kinds.items():
             if key in menu and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and menu[key] not in known:
-                ctx.error("app.yaml", ("menus", i, key), f"unknown {key} '{menu[key]}'{suggest(menu[key], known) or '; ' + one_of(known)}")
+                ctx.error("app.yaml", ("menus", i, key), f"unknown {key} '{menu[key]}'{_choices(menu[key], known, key)}")
     for role, items in (data.get("home") or {}).items():
         for j, item in enumerate(items or []):
             if isinstance(item, dict):
                 for key, known in kinds.items():
                     if key in item and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and item[key] not in known:
-                        ctx.error("app.yaml", ("home", role, j, key), f"unknown {key} '{item[key]}'{suggest(item[key], known)}")
+                        ctx.error("app.yaml", ("home", role, j, key), f"unknown {key} '{item[key]}'{_choices(item[key], known, key)}")
+
+
+def _choices(name: str, known, kind: str) -> str:
+    if not known:
+        folder = "forms/" if kind == "form" else "reports/"
+        return f"; no {kind}s are defined yet (add one in {folder})"
+    return suggest(name, known) or "; " + one_of(known)
 
 
 def build_appdef(ctx: CompileContext) -> AppDef:

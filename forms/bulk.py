@@ -21,6 +21,7 @@ from engine.errors import RecordInvalid
 from engine.uow import UnitOfWork
 
 from .fieldtypes import FieldValueError
+from .sequences import allocate
 from .model import FormDef
 from .tables import bi_column
 
@@ -44,7 +45,9 @@ class BulkWriter:
     def __init__(self, uow: UnitOfWork, form: FormDef, table):
         self.uow, self.form, self.table = uow, form, table
         self.rt = uow.runtime
-        self.fields = {n: f for n, f in form.fields.items() if f.stored and f.type not in ("formula", "lookup")}
+        self.fields = {n: f for n, f in form.fields.items() if f.stored and f.type not in ("formula", "lookup", "auto_number")}
+        self.formulas = [f for f in form.fields.values() if f.type == "formula" and f.stored and f.formula is not None]
+        self.numbers = [f for f in form.fields.values() if f.type == "auto_number"]
         self.required = [n for n, f in self.fields.items() if f.required]
         self.specs = {}
         for n, f in self.fields.items():
@@ -54,6 +57,7 @@ class BulkWriter:
 
     def convert(self, raw: Mapping[str, Any], row_no: int, errors: list[dict], lang: str = "zh") -> dict | None:
         out: dict[str, Any] = {}
+        parsed: dict[str, Any] = {}
         bad = False
         for key, value in raw.items():
             if key in ("state", "owner", "created_at", "updated_at", "created_by"):
@@ -75,6 +79,7 @@ class BulkWriter:
                                "message": exc.message.get(lang) or exc.message.get("en")})
                 bad = True
                 continue
+            parsed[key] = value
             if value is None:
                 out[key] = None
             elif f.pii:
@@ -82,6 +87,13 @@ class BulkWriter:
                 out[bi_column(key)] = self.rt.keyring.blind_index(str(value))
             else:
                 out[key] = f.ftype.to_db(value, f.spec)
+        if self.formulas:
+            env = {k: v for k, v in parsed.items()}
+            for f in self.formulas:
+                try:
+                    out[f.name] = f.ftype.to_db(f.formula.evaluate(env, self.uow.eval_context()), f.spec)
+                except Exception:  # noqa: BLE001 - a formula that can't be computed stays empty
+                    out[f.name] = None
         for name in self.required:
             if out.get(name) is None:
                 errors.append({"row": row_no, "field": name, "code": "required", "message": f"{name} is required"})
@@ -90,9 +102,26 @@ class BulkWriter:
             return None
         now = to_db(self.uow.now)
         out.setdefault("created_at", now)
+        out.setdefault("owner", None)
+        out.setdefault("state", None)
         out.setdefault("updated_at", out["created_at"])
         out.setdefault("created_by", self.uow.user.username)
         return out
+
+    def number(self, rows: list[dict]) -> None:
+        """Fill auto_number fields for a batch from one block of the gap-free counter."""
+        _number_rows(self, rows)
+
+
+def _number_rows(writer: "BulkWriter", rows: list[dict]) -> None:
+    uow = writer.uow
+    local = uow.now.astimezone(uow.app.tz)
+    for f in writer.numbers:
+        pattern = f.spec.get("pattern") or "{######}"
+        key = f"{writer.form.name}.{f.name}:{f.ftype.sequence_key(pattern, local)}"
+        first = allocate(uow.conn, uow.app.name, key, len(rows))
+        for i, row in enumerate(rows):
+            row[f.name] = f.ftype.render_pattern(pattern, local, first + i)
 
 
 def bulk_insert(uow: UnitOfWork, form: FormDef, table, rows: Iterable[Mapping[str, Any]], *, mode: str = "all",
@@ -104,6 +133,8 @@ def bulk_insert(uow: UnitOfWork, form: FormDef, table, rows: Iterable[Mapping[st
     columns = [c.name for c in table.columns if c.name != "id"]
 
     def flush():
+        if pending and writer.numbers and not dry_run:
+            writer.number(pending)
         if pending and not dry_run:
             _insert(uow.conn, table, columns, pending)
             report.inserted += len(pending)

@@ -78,6 +78,8 @@ class Seeder:
                 table = records.table(app, form.name)
                 if "records" in spec:
                     rows = spec["records"]
+                elif "records_pool" in spec:
+                    rows = [{k: v for k, v in r.items() if k in form.fields} for r in _pool(pools, spec["records_pool"])]
                 else:
                     rows = list(self._generate(uow, spec["form"], spec["generate"], pools))
                 report = bulk_insert(uow, form, table, rows, mode="all")
@@ -112,18 +114,21 @@ class Seeder:
             if "pick" in spec:
                 p = spec["pick"]
                 if isinstance(p, str):
-                    p = pools[p]
+                    p = _pool(pools, p.format(**{k: v for k, v in row.items() if v is not None}))
                 if isinstance(p, dict):
                     keys = list(p)
-                    return rng.choices(keys, weights=[float(p[k]) for k in keys])[0]
+                    return _key(rng.choices(keys, weights=[float(p[k]) for k in keys])[0])
                 item = rng.choice(p)
-                return item["value"] if isinstance(item, dict) and "value" in item else item
+                if isinstance(item, dict) and "value" not in item:
+                    chosen[name] = item       # a structured pool entry: read it with {from: name.key}
+                    return None
+                return item["value"] if isinstance(item, dict) else item
             if "format" in spec:
                 def fill(m):
-                    pool = pools[m.group(1)]
+                    pool = _pool(pools, m.group(1))
                     item = rng.choice(pool)
                     return str(item["value"] if isinstance(item, dict) else item)
-                return re.sub(r"\{(\w+)\}", fill, spec["format"])
+                return re.sub(r"\{([\w.]+)\}", fill, spec["format"])
             if "digits" in spec:
                 return "".join(str(rng.randint(0, 9)) if ch == "#" else ch for ch in spec["digits"])
             if "seq" in spec:
@@ -148,6 +153,11 @@ class Seeder:
                 rec = rng.choice(options)
                 chosen[name] = rec
                 return rec["id"]
+            if "lookup" in spec:
+                target_id = row.get(spec["id"])
+                rec = next((r for r in refs(spec["lookup"]) if r["id"] == target_id), None)
+                chosen[name] = rec or {}
+                return target_id
             if "from" in spec:
                 link, _, field = spec["from"].partition(".")
                 rec = chosen.get(link)
@@ -169,7 +179,29 @@ class Seeder:
             row: dict[str, Any] = {}
             for name, spec in fields.items():
                 row[name] = value(name, spec, row, i)
-            yield row
+            yield {k: v for k, v in row.items() if not k.startswith("x_")}   # x_ fields are scratch values
+
+
+def _pool(pools: dict, path: str) -> Any:
+    """``people.surnames`` -> pools['people']['surnames']."""
+    node: Any = pools
+    for part in path.split("."):
+        node = node.get(part, node.get(_key(part))) if isinstance(node, dict) else None
+        if node is None:
+            raise ValueError(f"seed: no pool '{path}' in seed/pools.yaml")
+    return node
+
+
+def _key(k: Any) -> Any:
+    """YAML mapping keys arrive as text; give numbers and true/false back their type."""
+    if isinstance(k, str):
+        if k in ("true", "True"):
+            return True
+        if k in ("false", "False"):
+            return False
+        if k.lstrip("-").isdigit():
+            return int(k)
+    return k
 
 
 def _parse_dateish(v: Any) -> Any:

@@ -27,6 +27,7 @@ from engine.uow import MAX_DEPTH, UnitOfWork
 from .access import Grant, grant, row_filter_sql
 from .fieldtypes import FieldValueError
 from .model import SYSTEM_COLUMNS, FieldDef, FormDef
+from .sequences import allocate
 from .tables import bi_column, build_tables, child_forms
 
 MAX_LIMIT = 500
@@ -541,7 +542,7 @@ class Records:
             local = uow.now.astimezone(uow.app.tz)
             pattern = f.spec.get("pattern") or "{######}"
             key = f"{form.name}.{name}:{f.ftype.sequence_key(pattern, local)}"
-            seq = next_sequence(uow.conn, uow.app.name, key)
+            seq = allocate(uow.conn, uow.app.name, key)
             rec[name] = f.ftype.render_pattern(pattern, local, seq)
 
     def _row_values(self, form: FormDef, rec: Mapping[str, Any], names: Iterable[str]) -> dict:
@@ -633,21 +634,6 @@ class LinkedRecord(Mapping):
 
     def __repr__(self):
         return f"LinkedRecord({self.id})"
-
-
-def next_sequence(conn, app: str, key: str) -> int:
-    """Gap-free counter: incremented inside the caller's transaction (row lock on PostgreSQL)."""
-    res = conn.execute(update(P.sequences).where(P.sequences.c.app == app, P.sequences.c.key == key)
-                       .values(value=P.sequences.c.value + 1).returning(P.sequences.c.value)).first()
-    if res is not None:
-        return int(res[0])
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-        stmt = pg_insert(P.sequences).values(app=app, key=key, value=1)
-        stmt = stmt.on_conflict_do_update(index_elements=["app", "key"], set_={"value": P.sequences.c.value + 1})
-        return int(conn.execute(stmt.returning(P.sequences.c.value)).scalar_one())
-    conn.execute(P.sequences.insert().values(app=app, key=key, value=1))
-    return 1
 
 
 def _op(col, op: str, value: Any, name: str) -> ColumnElement:

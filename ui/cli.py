@@ -133,17 +133,17 @@ def install_demo(rt, create_users: bool = True) -> list[str]:
 
     report = install(rt, read_package(BUNDLED_APP), actor="demo")
     lines = report.lines()
+    if create_users:
+        lines += _demo_users(rt, report.app)
     seeder = rt.services.get("seeder")
     if seeder is not None and report.status != "unchanged":
         lines += seeder.seed_demo(rt, report.app)
-    if create_users:
-        lines += _demo_users(rt, report.app)
     return lines
 
 
 def _demo_users(rt, app_name: str) -> list[str]:
     """Users from the package's ``seed/users.yaml``, with one password printed once."""
-    from engine.auth import upsert_user
+    from engine.auth import hash_password, upsert_user
     from engine.yamlpos import load_yaml
 
     app = rt.app(app_name)
@@ -152,10 +152,11 @@ def _demo_users(rt, app_name: str) -> list[str]:
         return []
     users = load_yaml(app.package.text(path)).data.get("users") or []
     password = os.environ.get("LOOM_DEMO_PASSWORD") or secrets.token_urlsafe(9)
+    hashed = hash_password(password)
     with rt.db.write() as conn:
         for u in users:
             upsert_user(conn, rt.clock.now(), u["username"], u.get("roles") or [], u.get("attrs") or {},
-                        password=password, display_name=u.get("display_name"), language=u.get("language"))
+                        password_hash=hashed, display_name=u.get("display_name"), language=u.get("language"))
     names = ", ".join(u["username"] for u in users[:6]) + (", ..." if len(users) > 6 else "")
     shown = "(from LOOM_DEMO_PASSWORD)" if os.environ.get("LOOM_DEMO_PASSWORD") else password
     return [f"Created {len(users)} demo users ({names}); password for all: {shown}",
