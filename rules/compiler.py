@@ -117,6 +117,16 @@ def compile_rules(ctx: CompileContext) -> None:
             positions[name] = (src.path, line)
             trig = compile_trigger(ctx, src.path, path, raw.get("on"), forms)
             if trig is None:
+                # still check the condition and actions, so every problem is reported at once
+                on = raw.get("on") if isinstance(raw.get("on"), dict) else {}
+                guess = next((v for k, v in on.items() if k in ("created", "updated", "deleted", "changed", "transition",
+                                                                 "date", "webhook") and isinstance(v, str) and v in forms), None)
+                if guess is None and any(k in on for k in ("created", "updated", "deleted", "changed", "transition", "date")):
+                    continue   # the form is unknown: checking names against nothing would only add noise
+                c = ActionCompiler(ctx, src.path, path, guess)
+                if raw.get("when") is not None:
+                    c.expr(("when",), raw.get("when"))
+                compile_actions(ctx, src.path, path + ("actions",), raw.get("actions"), guess)
                 continue
             c = ActionCompiler(ctx, src.path, path, trig.form)
             when = c.expr(("when",), raw.get("when")) if raw.get("when") is not None else None

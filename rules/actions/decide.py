@@ -11,8 +11,8 @@ from .base import Action, ActionCompiler, ActionError, RunContext, register_acti
 @register_action
 class DecideAction(Action):
     """``decide: lead_scoring`` sets each output on the field of the same name;
-    ``decide: {table: lead_scoring, set: {score: lead_score}}`` maps outputs to other fields
-    (``set: {}``: set nothing, the outputs are still ``decision.<output>`` for later actions).
+    ``decide: {table: lead_scoring, set: {lead_score: score}}`` sets fields from outputs (field: output,
+    like ``set``); ``set: {}`` sets nothing -- the outputs are ``event.decision.<output>`` for later actions.
     """
 
     name = "decide"
@@ -33,21 +33,25 @@ class DecideAction(Action):
             return None
         outputs = [o for o in (tables[name].get("outputs") or []) if isinstance(o, str)]
         if mapping is None:
-            mapping = {o: o for o in outputs}
+            pairs = [(o, o) for o in outputs]
             for o in outputs:
                 if c.form is None or o not in c.fields():
                     c.error(sub, f"decision table '{name}' outputs '{o}', which is not a field of '{c.form}'; "
                                  f"map it with decide: {{table: {name}, set: {{{o}: <field>}}}}")
                     return None
         elif not isinstance(mapping, dict):
-            c.error(("set",), "'set' maps outputs to fields: {output: field}")
+            c.error(("set",), "'set' maps fields to outputs: {field: output}")
             return None
         else:
-            for o, f in mapping.items():
+            pairs = []
+            for f, o in mapping.items():
+                ok = c.check_field(("set", f), f, what="decide")
                 if o not in outputs:
-                    c.error(("set", o), f"decision table '{name}' has no output '{o}'{suggest(o, outputs) or '; ' + one_of(outputs)}", at_key=True)
-                c.check_field(("set", o), f, what="decide")
-        return (name, tuple(mapping.items()))
+                    c.error(("set", f), f"decision table '{name}' has no output '{o}'{suggest(str(o), outputs) or '; ' + one_of(outputs)}")
+                    ok = False
+                if ok:
+                    pairs.append((o, f))
+        return (name, tuple(pairs))
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
         from ..decision import evaluate_table

@@ -1,0 +1,188 @@
+"""Loop protection, the rule log and the record timeline, priorities, condition errors, compile problems."""
+from __future__ import annotations
+
+import pytest
+
+from engine import platform as P
+from engine.errors import RecordInvalid
+from engine.uow import MAX_DEPTH
+from tests.conftest import T0
+from tests.rules.pkg import Session, add_user, files, history, rule_log, setup_app
+
+
+def test_rule_updating_its_own_record_stops_with_a_clear_error_and_writes_nothing(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: count_updates
+        on: {updated: lead}
+        actions: [{set: {counter: "counter + 1"}}]
+    """)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "x"})
+    before = (len(history(rt, "lead", lead["id"])), len(rule_log(rt)))
+    with pytest.raises(RecordInvalid) as exc:
+        s.update("lead", lead["id"], {"note": "edit"})
+    assert exc.value.errors[0]["code"] == "loop"
+    assert f"{MAX_DEPTH} levels deep" in exc.value.errors[0]["message"]
+    after = s.load("lead", lead["id"])
+    assert after["note"] is None and after["counter"] == 0
+    assert (len(history(rt, "lead", lead["id"])), len(rule_log(rt))) == before
+
+
+def test_loop_error_through_the_api_is_a_422_with_the_message(api, package_dir):
+    rt = api.rt
+    setup_app(rt, package_dir, """
+    rules:
+      - name: count_updates
+        on: {updated: lead}
+        actions: [{set: {counter: "counter + 1"}}]
+    """)
+    lead = Session(rt).create("lead", {"name": "x"})
+    admin = api.user("root", ["admin"])
+    r = api.http.patch(f"/api/apps/shop/lead/{lead['id']}", json={"note": "edit"}, headers=admin)
+    if r.status_code == 405:
+        r = api.http.put(f"/api/apps/shop/lead/{lead['id']}", json={"note": "edit"}, headers=admin)
+    assert r.status_code == 422, r.text
+    assert r.json()["errors"][0]["code"] == "loop" and "levels deep" in r.json()["errors"][0]["message"]
+    assert Session(rt).load("lead", lead["id"])["note"] is None
+
+
+def test_run_rule_chain_respects_max_depth(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: ping
+        on: {created: lead}
+        actions: [{add_tag: ping}, {run_rule: pong}]
+      - name: pong
+        on: {updated: lead}
+        enabled: false
+        actions: [{run_rule: ping}]
+    """)
+    with pytest.raises(RecordInvalid) as exc:
+        Session(rt).create("lead", {"name": "x"})
+    assert exc.value.errors[0]["code"] == "loop" and "run_rule" in exc.value.errors[0]["message"]
+    assert Session(rt).rows(rt.services["records"].table(rt.app("shop"), "lead")) == []
+
+
+def test_rule_log_and_timeline(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: hot_lead
+        label: {zh: 热线索, en: Hot lead}
+        on: {created: lead}
+        when: "source == 'referral' and customer.phone != None"
+        priority: 5
+        actions: [{set: {level: "'H'"}}, {add_tag: hot}]
+      - name: after_hot
+        on: {created: lead}
+        when: "level == 'H'"
+        priority: 50
+        actions: [{set: {score: 99}}]
+      - name: never
+        on: {created: lead}
+        when: "false"
+        actions: [{set: {score: 1}}]
+    """)
+    s = Session(rt)
+    c = s.create("customer", {"name": "张", "phone": "13800138000"})
+    lead = s.create("lead", {"name": "x", "source": "referral", "customer": c["id"]})
+    assert lead["level"] == "H" and lead["score"] == 99          # the later rule saw the earlier one's change
+    log = rule_log(rt)
+    assert [(r["rule"], r["outcome"], r["trigger"], r["form"], r["record_id"]) for r in log] == [
+        ("hot_lead", "fired", "created", "lead", lead["id"]), ("after_hot", "fired", "created", "lead", lead["id"])]
+    assert log[0]["inputs"] == {"source": "referral", "customer.phone": "13800138000"}
+    assert log[0]["actions"] == [{"action": "set", "set": {"level": "H"}}, {"action": "add_tag", "field": "tags", "tag": "hot"}]
+    lines = [h for h in history(rt, "lead", lead["id"]) if h["kind"] == "rule"]
+    assert [h["changes"]["rule"] for h in lines] == ["hot_lead", "after_hot"]
+    assert lines[0]["changes"]["label"] == {"zh": "热线索", "en": "Hot lead"}
+    assert lines[0]["changes"]["actions"][0] == {"action": "set", "set": {"level": "H"}}
+    # the service the UI reads
+    with rt.db.read() as conn:
+        got = rt.services["rules"].log_for(s.uow(conn), "lead", lead["id"])
+    assert [g["rule"] for g in got] == ["after_hot", "hot_lead"]
+
+
+def test_pii_in_conditions_is_masked_in_the_log(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: has_phone
+        on: {created: customer}
+        when: "phone != None"
+        actions: [{add_tag: reachable}]
+    """)
+    Session(rt).create("customer", {"name": "张", "phone": "13800138000"})
+    assert rule_log(rt)[0]["inputs"]["phone"] != "13800138000"
+
+
+def test_condition_error_is_logged_and_the_request_succeeds(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: shaky
+        on: {created: lead}
+        when: "score + 'x' > 1"
+        actions: [{add_tag: never}]
+    """)
+    lead = Session(rt).create("lead", {"name": "x", "score": 5})
+    assert lead["tags"] is None
+    log = rule_log(rt)
+    assert log[0]["outcome"] == "error" and log[0]["inputs"]["error"].startswith("condition:")
+
+
+def test_owner_user_and_created_in_later_actions(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: assign_and_link
+        on: {created: lead}
+        actions:
+          - assign: {role: sales, match: {region: region}}
+          - set: {note: "concat(owner_user.name, '@', owner_user.dealer)"}
+          - create: {form: follow_up, values: {lead: id, note: "'auto'"}}
+          - set: {counter: "created.id"}
+    """)
+    add_user(rt, "ann", ["sales"], region="east", dealer="D7")
+    lead = Session(rt).create("lead", {"name": "x", "region": "east"})
+    assert lead["owner"] == "ann" and lead["note"] == "ann@D7" and lead["counter"] == 1
+
+
+def test_compile_problems_point_at_the_yaml(package_dir):
+    import ui.wiring
+    from engine.definitions import validate_package
+    from engine.package import read_package
+    ui.wiring.load_engines()
+    bad = """
+rules:
+  - name: a
+    on: {created: leed}
+    actions: [{set: {note: "'x'"}}]
+  - name: b
+    on: {changed: lead, fields: [levle]}
+    when: "levl == 'H'"
+    actions:
+      - notify: {template: hello, to: {role: salez}}
+      - assign: {role: sales, match: {regoin: region}}
+      - set: {id: 3}
+  - name: b
+    on: {schedule: "61 * * * *"}
+    actions: [{set: {note: "'x'"}}]
+  - name: c
+    on: {webhook: true}
+    actions: [{webhook: {url: "ftp://x", secret_env: X}}]
+  - name: d
+    on: {date: lead, field: note, offset: 1d}
+    actions: [{task: {title: t, assignee: customer}}]
+"""
+    problems = [str(p) for p in validate_package(read_package(package_dir(files(bad))))]
+    expected = [
+        "rules/rules.yaml:4:19: unknown form 'leed'; did you mean 'lead'?",
+        "rules/rules.yaml:7:34: unknown field 'levle' in form 'lead'; did you mean 'level'?",
+        "rules/rules.yaml:8:12: unknown field 'levl' in form 'lead'; did you mean 'level'? (in expression 'levl == 'H'')",
+        "rules/rules.yaml:10:46: unknown role 'salez'; did you mean 'sales'?",
+        "rules/rules.yaml:11:39: unknown user attribute 'regoin'; did you mean 'region'? (declare it under user_attributes in app.yaml)",
+        "rules/rules.yaml:12:15: 'id' is maintained by the system and cannot be set",
+        "rules/rules.yaml:13:11: rule 'b' is already defined at rules/rules.yaml:6; rule names are unique per app",
+        "rules/rules.yaml:17:5: an hmac webhook needs 'secret_env: <ENVIRONMENT_VARIABLE>' holding the shared secret (secrets never go into the package)",
+        "rules/rules.yaml:18:31: 'url' must be an http:// or https:// address",
+        "rules/rules.yaml:20:29: field 'note' is a text field; a date trigger needs a date or datetime field",
+        "rules/rules.yaml:21:43: 'customer' links to a customer record; a task goes to a user (owner, a user field, {role: ...})",
+    ]
+    assert sorted(problems) == sorted(expected), problems
