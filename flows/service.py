@@ -911,7 +911,7 @@ def open_tasks(rt: Any, user: Any, app: str | None = None, limit: int = 200) -> 
             if not user.is_system and not (user.roles & set(appdef.roles)) and "admin" not in user.roles:
                 continue
             uow = UnitOfWork(rt, conn, appdef, user, rt.clock.now(), lang=user.language or appdef.default_language)
-            visible: dict[tuple, bool] = {}
+            visible: dict[tuple, tuple[bool, Any]] = {}
             for r in items:
                 title = None
                 if r["form"] and r["record_id"] is not None and r["form"] in appdef.forms:
@@ -919,12 +919,11 @@ def open_tasks(rt: Any, user: Any, app: str | None = None, limit: int = 200) -> 
                     if key not in visible:
                         try:
                             rec = records.get(uow, r["form"], r["record_id"])
-                            fd = appdef.forms[r["form"]]
-                            visible[key] = True
-                            title = rec.get(fd.title_field)
+                            visible[key] = (True, rec.get(appdef.forms[r["form"]].title_field))
                         except (NotFound, Forbidden):
-                            visible[key] = False
-                    if not visible[key] and r["assignee"] != user.username:
+                            visible[key] = (False, None)
+                    seen, title = visible[key]
+                    if not seen and r["assignee"] != user.username:
                         continue
                 out.append(task_json(uow, r, str(title) if title is not None else None))
     return out[:limit]

@@ -1,0 +1,134 @@
+"""The flows JSON API: transitions (200/409/403/422/404), the record's flow view, tasks and task actions."""
+from __future__ import annotations
+
+import pytest
+
+from .helpers import setup_app, uow
+
+FLOW = """
+kind: workflow
+form: ticket
+initial: new
+states:
+  new: {label: {zh: 新建, en: New}}
+  in_progress: {label: {zh: 处理中, en: In progress}}
+  resolved: {label: {zh: 已解决, en: Resolved}}
+  closed: {label: {zh: 已关闭, en: Closed}, final: true}
+transitions:
+  start:
+    label: {zh: 开始处理, en: Start}
+    from: [new]
+    to: in_progress
+    roles: [agent]
+    allow: "owner == current_user.name"
+  resolve:
+    label: {zh: 解决, en: Resolve}
+    from: [in_progress]
+    to: resolved
+    requires: [resolution, root_cause]
+    fields: [resolution, root_cause]
+    actions:
+      - task: {title: {zh: 回访客户, en: Call the customer back}, assignee: {role: manager}, kind: callback, due: 1d}
+  close:
+    label: {zh: 关闭, en: Close}
+    from: [resolved]
+    to: closed
+    comment: required
+    approval:
+      mode: any
+      approvers:
+        - role: manager
+"""
+
+
+@pytest.fixture
+def client(api, package_dir):
+    rt = api.rt
+    setup_app(rt, package_dir, {"ticket_flow": FLOW})
+    api.tokens = {name: api.user(name, roles, attrs) for name, roles, attrs in [
+        ("amy", ["agent"], {"dealer": "D1"}), ("bob", ["agent"], {"dealer": "D2"}), ("carl", ["agent"], {"dealer": "D1"}),
+        ("max", ["manager"], {}), ("mia", ["manager"], {})]}
+    return api
+
+
+def new_ticket(client, user="amy"):
+    r = client.http.post("/api/apps/svc/ticket", json={"subject": "Rattle", "dealer": "D1"}, headers=client.tokens[user])
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    with uow(client.rt) as u:                                      # a rule would assign it
+        u.service("records").update(u, "ticket", rid, {}, trusted=True, system_values={"owner": user})
+    return r.json()
+
+
+def url(rid, name=None):
+    return f"/api/apps/svc/ticket/{rid}/transitions/{name}" if name else f"/api/apps/svc/ticket/{rid}/flow"
+
+
+def test_transition_statuses_and_the_flow_view(client):
+    h, T = client.http, client.tokens
+    rec = new_ticket(client)
+    rid = rec["id"]
+    assert rec["state"] == "new"
+    r = h.post(url(rid, "resolve"), json={}, headers=T["amy"])
+    assert r.status_code == 409 and r.json()["errors"][0]["code"] == "conflict"
+    r = h.post(url(rid, "start"), json={}, headers=T["carl"])          # same dealer, not the owner
+    assert r.status_code == 403
+    r = h.post(url(rid, "start"), json={}, headers=T["bob"])           # cannot even see it
+    assert r.status_code == 404
+    r = h.post(url(rid, "nope"), json={}, headers=T["amy"])
+    assert r.status_code == 404
+    flow = h.get(url(rid), headers=T["amy"]).json()
+    assert flow["state"] == "new" and [t["name"] for t in flow["transitions"]] == ["start"]
+    assert h.get(url(rid), headers=T["carl"]).json()["transitions"] == []
+    r = h.post(url(rid, "start"), json={"comment": "on it"}, headers=T["amy"])
+    assert r.status_code == 200 and r.json()["state"] == "in_progress"
+    r = h.post(url(rid, "resolve"), json={"data": {"resolution": "tightened"}}, headers=T["amy"])
+    assert r.status_code == 422
+    assert r.json()["errors"] == [{"field": "root_cause", "code": "required", "message": r.json()["errors"][0]["message"]}]
+    r = h.post(url(rid, "resolve"), json={"data": {"resolution": "tightened", "root_cause": "loose clip"}}, headers=T["amy"])
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["state"] == "resolved" and body["root_cause"] == "loose clip"
+    flow = h.get(url(rid), headers=T["amy"]).json()
+    kinds = [x["kind"] for x in flow["history"]]
+    assert kinds.count("transition") == 2
+    assert flow["tasks"][0]["kind"] == "callback" and flow["tasks"][0]["status"] == "open"
+
+
+def test_tasks_complete_approve_reject_transfer(client):
+    h, T = client.http, client.tokens
+    rid = new_ticket(client)["id"]
+    h.post(url(rid, "start"), json={}, headers=T["amy"])
+    h.post(url(rid, "resolve"), json={"data": {"resolution": "x", "root_cause": "y"}}, headers=T["amy"])
+    mine = h.get("/api/tasks", headers=T["max"]).json()["items"] + h.get("/api/tasks", headers=T["mia"]).json()["items"]
+    callbacks = [t for t in mine if t["kind"] == "callback"]
+    assert len(callbacks) == 1
+    cb = callbacks[0]
+    assert cb["link"] == f"/apps/svc/ticket/{rid}" and cb["due_at"] and cb["record_title"] == "Rattle"
+    other = "mia" if cb["assignee"] == "max" else "max"
+    assert h.post(f"/api/tasks/{cb['id']}/complete", json={}, headers=T[other]).status_code == 403
+    assert h.post(f"/api/tasks/{cb['id']}/approve", json={}, headers=T[cb["assignee"] or "max"]).status_code == 409
+    r = h.post(f"/api/tasks/{cb['id']}/complete", json={"comment": "customer happy", "outcome": "reached"},
+               headers=T[cb["assignee"] or "max"])
+    assert r.status_code == 200 and r.json()["task"]["status"] == "done"
+    # closing needs a comment, then a manager's approval
+    r = h.post(url(rid, "close"), json={}, headers=T["amy"])
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "comment"
+    r = h.post(url(rid, "close"), json={"comment": "all good"}, headers=T["amy"])
+    assert r.status_code == 200 and r.json()["state"] == "resolved" and r.json()["_approval"]["status"] == "pending"
+    tasks = {u: [t for t in h.get("/api/tasks", headers=T[u]).json()["items"] if t["kind"] == "approval"] for u in ("max", "mia")}
+    assert len(tasks["max"]) == 1 and len(tasks["mia"]) == 1
+    r = h.post(f"/api/tasks/{tasks['mia'][0]['id']}/transfer", json={"to": "carl", "comment": "please check"}, headers=T["mia"])
+    assert r.status_code == 200 and r.json()["task"]["assignee"] == "carl"
+    assert h.get("/api/tasks", headers=T["mia"]).json()["items"] == []
+    r = h.post(f"/api/tasks/{tasks['max'][0]['id']}/reject", json={"comment": "call again"}, headers=T["max"])
+    assert r.status_code == 200 and r.json()["approval"]["status"] == "rejected"
+    assert h.get(f"/api/apps/svc/ticket/{rid}", headers=T["amy"]).json()["state"] == "resolved"
+    assert [t for t in h.get("/api/tasks", headers=T["carl"]).json()["items"] if t["kind"] == "approval"] == []
+    h.post(url(rid, "close"), json={"comment": "called again"}, headers=T["amy"])
+    task = [t for t in h.get("/api/tasks", headers=T["mia"]).json()["items"] if t["kind"] == "approval"][0]
+    r = h.post(f"/api/tasks/{task['id']}/approve", json={"comment": "ok"}, headers=T["mia"])
+    assert r.status_code == 200 and r.json()["approval"]["status"] == "approved"
+    assert h.get(f"/api/apps/svc/ticket/{rid}", headers=T["amy"]).json()["state"] == "closed"
+    assert h.post("/api/tasks/999999/approve", json={}, headers=T["mia"]).status_code == 404
+    assert h.post(f"/api/tasks/{task['id']}/frobnicate", json={}, headers=T["mia"]).status_code == 404
