@@ -238,5 +238,8 @@ def _generate_valid(kind: str, rng: random.Random) -> str:
         letter = rng.choice("ABCDEFGH")
         if rng.random() < 0.4:  # new-energy plate: D/F + 5
             return f"{prov}{letter}{rng.choice('DF')}{rng.randint(10000, 99999)}"
-        return f"{prov}{letter}{''.join(rng.choice('0123456789ABCDEFGHJKLMNPQRSTUVWXYZ') for _ in range(5))}"
+        tail = [rng.choice("0123456789") for _ in range(5)]
+        for pos in rng.sample(range(5), rng.randint(0, 2)):   # at most two letters, as issued
+            tail[pos] = rng.choice("ABCDEFGHJKLMNPQRSTUVWXYZ")
+        return f"{prov}{letter}{''.join(tail)}"
     raise ValueError(f"seed: cannot generate '{kind}' (vin, id_card, plate)")
