@@ -889,11 +889,12 @@ def cascade_options(app_name: str, form_name: str, field: str, request: Request,
         f = form.fields.get(field)
         if f is None or widget_of(f) != "cascade":
             raise NotFound(field)
-        chosen = request.query_params.getlist(field)
+        # htmx sends every level's select (in no guaranteed order): walk the tree by membership
+        chosen = [v for v in request.query_params.getlist(field) if v]
+        wanted = set(chosen)
         node = cascade_tree(uow, f)
-        for i in range(level):
-            cur = chosen[i] if i < len(chosen) else ""
-            nxt = next((n for n in node if isinstance(n, Mapping) and str(n.get("value")) == cur), None)
+        for _ in range(level):
+            nxt = next((n for n in node if isinstance(n, Mapping) and str(n.get("value")) in wanted), None)
             node = (nxt or {}).get("children") or []
         opts = [{"value": str(n.get("value")), "label": label(n.get("label"), lang, str(n.get("value")))}
                 for n in node if isinstance(n, Mapping)]
@@ -915,7 +916,8 @@ def link_search(app_name: str, form_name: str, field: str, request: Request):
         if f is None or f.type != "link":
             raise NotFound(field)
         opts = link_options(uow, f.target_form, q, lang)
-    return fragment(request, "records/_options.html", {"lang": lang, "options": opts, "q": q, "auto": len(opts) == 1})
+    return fragment(request, "records/_options.html", {"lang": lang, "options": opts, "q": q, "auto": len(opts) == 1,
+                                                       "current": request.query_params.get(field) or ""})
 
 
 @router.get("/apps/{app_name}/forms/{form_name}/_user/{field}")
@@ -930,7 +932,8 @@ def user_search(app_name: str, form_name: str, field: str, request: Request):
         if f is None:
             raise NotFound(field)
         opts = user_options(uow, f, q)
-    return fragment(request, "records/_options.html", {"lang": lang, "options": opts, "q": q, "auto": len(opts) == 1})
+    return fragment(request, "records/_options.html", {"lang": lang, "options": opts, "q": q, "auto": len(opts) == 1,
+                                                       "current": request.query_params.get(field) or ""})
 
 
 # ---------------------------------------------------------------------------

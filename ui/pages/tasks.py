@@ -111,10 +111,11 @@ async def act(app_name: str, task_id: int, action: str, request: Request):
             from engine.errors import NotFound
             raise NotFound(f"task {task_id}")
         engines.task_action(uow, task_id, action, comment=comment, to=to)
-    trigger = {"loom:task-done": {"value": task_id},
-               "loom:toast": {"message": translate("task_done", lang), "tone": "success"}}
+    # the toast first: task-done removes the task (and the form that triggered these events)
+    trigger = {"loom:toast": {"message": translate("task_done", lang), "tone": "success"},
+               "loom:task-done": {"value": task_id}}
     if request.headers.get("hx-request") == "true":
-        return HTMLResponse("", headers={"HX-Trigger": json.dumps(trigger, ensure_ascii=False)})
+        return HTMLResponse("", headers={"HX-Trigger": json.dumps(trigger)})
     from .common import redirect
     return redirect(f"/apps/{app_name}/tasks", request)
 

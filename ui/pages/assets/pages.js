@@ -103,7 +103,7 @@
   doc.addEventListener("loom:task-done", function (e) {
     var id = e.detail && (e.detail.value || e.detail.id);
     var li = id && doc.getElementById("task-" + id);
-    if (li) li.remove();
+    if (li) setTimeout(function () { li.remove(); }, 0);
   });
 
   // ---- dashboards: filters reload the page ---------------------------------------
