@@ -429,23 +429,45 @@ class RunContext:
         return self._ectx
 
     def _exists(self, form: str, conds: Mapping[str, Any]) -> bool:
+        """``exists('service_order', vehicle=id, opened_at__gte=add_days(today(), -7))``.
+
+        Criteria are equalities; a ``__gt``/``__gte``/``__lt``/``__lte``/``__ne`` suffix compares instead.
+        """
         from sqlalchemy import select
+        from .links import plain
         records = self.records
-        fd = records.form(self.uow.app, form)
+        try:
+            fd = records.form(self.uow.app, form)
+        except LoomError:
+            raise ExpressionError(f"exists(): unknown form '{form}'") from None
         table = records.table(self.uow.app, form)
         q = select(table.c.id)
-        for field, value in (conds or {}).items():
-            from .links import plain
+        for key, value in (conds or {}).items():
+            field, _, op = str(key).partition("__")
             value = plain(value)
             f = fd.fields.get(field)
-            if field not in table.c and (f is None or not f.pii):
+            if field not in table.c:
                 raise ExpressionError(f"exists(): form '{form}' has no field '{field}'")
+            if op not in ("", "eq", "ne", "gt", "gte", "lt", "lte"):
+                raise ExpressionError(f"exists(): unknown comparison '__{op}'; use __gt, __gte, __lt, __lte or __ne")
             if f is not None and f.pii:
+                if op not in ("", "eq"):
+                    raise ExpressionError(f"exists(): '{field}' is personal data: only equality is possible")
                 q = q.where(table.c[f"{field}__bi"] == self.uow.runtime.keyring.blind_index(str(value)))
-            elif value is None:
-                q = q.where(table.c[field].is_(None))
+                continue
+            col = table.c[field]
+            if value is None:
+                q = q.where(col.is_(None) if op in ("", "eq") else col.is_not(None))
+                continue
+            if isinstance(value, dt.datetime) or (f is not None and f.type == "datetime" and isinstance(value, dt.date)):
+                from engine.clock import to_db
+                if not isinstance(value, dt.datetime):
+                    value = dt.datetime.combine(value, dt.time(0), tzinfo=self.uow.app.tz)
+                v = to_db(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
             else:
-                q = q.where(table.c[field] == (f.ftype.to_db(value, f.spec) if f is not None else value))
+                v = f.ftype.to_db(value, f.spec) if f is not None else value
+            q = q.where({"": col == v, "eq": col == v, "ne": col != v, "gt": col > v, "gte": col >= v,
+                         "lt": col < v, "lte": col <= v}[op])
         return self.uow.conn.execute(q.limit(1)).first() is not None
 
     def truthy(self, expr: Any, env: Mapping | None = None) -> bool:

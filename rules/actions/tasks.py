@@ -30,8 +30,8 @@ class TaskAction(Action):
             c.error((), "'task' takes {title: ..., assignee: ..., due: 1d}")
             return None
         for k in spec:
-            if k not in ("title", "assignee", "due", "kind", "body", "key"):
-                c.error((k,), f"unknown key '{k}' for task; expected title, assignee, due, kind, body, key", at_key=True)
+            if k not in ("title", "assignee", "due", "kind", "body", "template", "key"):
+                c.error((k,), f"unknown key '{k}' for task; expected title, assignee, due, kind, body, template", at_key=True)
         if not spec.get("title"):
             c.error((), "'task' needs a title", at_key=True, schema="title" not in spec)
             return None
@@ -40,8 +40,11 @@ class TaskAction(Action):
             c.error(("kind",), f"unknown task kind '{kind}'; expected one of: {', '.join(TASK_KINDS)}", schema=True)
         due = c.check_duration(("due",), spec["due"]) if spec.get("due") is not None else None
         assignee = compile_recipient(c, ("assignee",), spec.get("assignee", "owner"), users_only=True)
+        template = spec.get("template")
+        if template is not None and not c.check_template(("template",), template):
+            return None
         return {"title": text(spec["title"]), "assignee": assignee, "due": due, "kind": kind,
-                "body": spec.get("body"), "key": spec.get("key")}
+                "body": spec.get("body"), "template": template, "key": spec.get("key")}
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
         from ..notify import resolve_users
@@ -60,9 +63,12 @@ class TaskAction(Action):
             return {"skipped": "no assignee"}
         due = uow.now + params["due"] if params["due"] is not None else None
         payload = {"rule": rc.source, "trigger": rc.trigger}
+        body = params.get("body")
+        if params.get("template"):
+            body = _render_body(rc, params["template"], assignee)
         res = uow.conn.execute(P.tasks.insert().values(
             app=uow.app.name, form=rc.form, record_id=rc.record_id, kind=params["kind"], title=dict(params["title"]),
-            body=params.get("body"), assignee=assignee, candidate_role=role, status="open", due_at=to_db(due),
+            body=body, assignee=assignee, candidate_role=role, status="open", due_at=to_db(due),
             created_at=to_db(uow.now), payload=payload).returning(P.tasks.c.id))
         task_id = res.scalar_one()
         if rc.form and rc.record_id is not None:
@@ -70,6 +76,19 @@ class TaskAction(Action):
                                    {"task": task_id, "title": dict(params["title"]), "assignee": assignee,
                                     "rule": rc.source})
         return {"task": task_id, "assignee": assignee, "candidate_role": role}
+
+
+def _render_body(rc: RunContext, template: str, assignee: str | None) -> str:
+    """The task's text from a template, in the assignee's language (channel 'task')."""
+    from ..notify import Recipient, template_context
+    from ..templates import TEMPLATES, TemplateProblem
+    user = rc.user(assignee) if assignee else None
+    lang = (user.language if user is not None and user.language in ("zh", "en") else None) or rc.app.default_language
+    r = Recipient("user", assignee or "", (user.display_name or user.username) if user is not None else "", lang, user=user)
+    try:
+        return TEMPLATES.render(rc.app, template, "task", lang, template_context(rc, r, lang)).text
+    except TemplateProblem as exc:
+        raise ActionError(str(exc)) from None
 
 
 @register_action
