@@ -53,12 +53,18 @@ class Records:
     def __init__(self, runtime: Any):
         self.rt = runtime
         self._tables: dict[str, tuple[dict[str, Table], set[str]]] = {}
+        self._lookup_fields: dict[tuple, FieldDef] = {}
 
     # -- definitions and tables ------------------------------------------
     def tables(self, app: AppDef) -> dict[str, Table]:
         cached = self._tables.get(app.digest)
         if cached is None:
             _, tables = build_tables(app.forms)
+            for form in app.forms.values():
+                for f in form.fields.values():
+                    target = self.lookup_target(app, form, f)
+                    if target is not None:
+                        self._lookup_fields[(form.app, form.name, f.name)] = target
             cached = (tables, child_forms(app.forms))
             self._tables[app.digest] = cached
         return cached[0]
@@ -82,7 +88,7 @@ class Records:
             return {f.name: self.rt.keyring.encrypt(plain), bi_column(f.name): self.rt.keyring.blind_index(plain)}
         return {f.name: f.ftype.to_db(value, f.spec)}
 
-    def decode(self, form: FormDef, row: Mapping[str, Any]) -> dict[str, Any]:
+    def decode(self, form: FormDef, row: Mapping[str, Any], app: AppDef | None = None) -> dict[str, Any]:
         rec: dict[str, Any] = {}
         for col in SYSTEM_COLUMNS:
             v = row.get(col)
@@ -94,6 +100,14 @@ class Records:
             if v is not None and f.pii:
                 v = self.rt.keyring.decrypt(v)
             rec[f.name] = f.ftype.from_db(v, f.spec) if v is not None else None
+        for f in form.fields.values():
+            if f.type == "lookup" and f.name in row:
+                target = self._lookup_fields.get((form.app, form.name, f.name))
+                v = row[f.name]
+                if v is not None and target is not None:
+                    v = self.rt.keyring.decrypt(v) if target.pii else v
+                    v = target.ftype.from_db(v, target.spec)
+                rec[f.name] = v
         return rec
 
     def to_json(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], g: Grant | None = None) -> dict:
@@ -105,9 +119,23 @@ class Records:
             v = rec.get(col)
             out[col] = _iso(v) if isinstance(v, dt.datetime) else v
         for name, f in form.fields.items():
-            if name in g.hidden or name not in rec:
+            if name in g.hidden:
+                continue
+            if f.type == "formula" and not f.stored and f.formula is not None:
+                try:
+                    rec = {**rec, name: f.formula.evaluate(self.env(uow, form, rec), uow.eval_context())}
+                except ExpressionError:
+                    rec = {**rec, name: None}
+            if name not in rec:
                 continue
             v = rec[name]
+            if f.type == "lookup":
+                target = self._lookup_fields.get((form.app, form.name, name))
+                if v is not None and target is not None:
+                    out[name] = mask(str(v)) if target.pii and not show_pii else target.ftype.to_json(v, target.spec)
+                else:
+                    out[name] = None
+                continue
             if v is not None and f.pii and not show_pii:
                 out[name] = mask(str(v))
             else:
@@ -162,7 +190,7 @@ class Records:
         if not g.allowed:
             raise Forbidden(f"you may not {action} {form.label.get('en') or form.name} records")
         table = self.table(uow.app, form.name)
-        q = select(table)
+        q = self.base_select(uow.app, form, table)
         if not g.all_rows:
             q = q.where(row_filter_sql(g, self.resolver(uow, form, table), uow.conn.dialect.name, ctx=uow.eval_context()))
         return q, g
@@ -181,8 +209,30 @@ class Records:
         """Unchecked read for engines acting as the system."""
         form = self.form(uow.app, form_name)
         table = self.table(uow.app, form.name)
-        row = uow.conn.execute(select(table).where(table.c.id == record_id)).mappings().first()
+        row = uow.conn.execute(self.base_select(uow.app, form, table).where(table.c.id == record_id)).mappings().first()
         return self.decode(form, row) if row else None
+
+    def base_select(self, app: AppDef, form: FormDef, table: Table) -> Select:
+        """``SELECT *`` plus each lookup field as a correlated subquery (one query, no N+1)."""
+        extra = []
+        for f in form.fields.values():
+            target = self.lookup_target(app, form, f)
+            if target is not None:
+                link = form.fields[f.spec["via"]]
+                tt = self.table(app, link.target_form)
+                extra.append(select(tt.c[target.name]).where(tt.c.id == table.c[link.name])
+                             .scalar_subquery().label(f.name))
+        return select(table, *extra)
+
+    @staticmethod
+    def lookup_target(app: AppDef, form: FormDef, f: FieldDef) -> FieldDef | None:
+        """The field a lookup shows (``plate`` via ``vehicle``), if it is a stored field."""
+        if f.type != "lookup":
+            return None
+        link = form.fields.get(f.spec.get("via"))
+        target_form = app.forms.get(link.target_form) if link is not None else None
+        target = target_form.fields.get(f.spec.get("field")) if target_form is not None else None
+        return target if target is not None and target.stored else None
 
     def list(self, uow: UnitOfWork, form_name: str, *, filters: Mapping[str, str] | None = None, q: str | None = None,
              order: str | None = None, limit: int = 50, offset: int = 0, count: bool = True) -> tuple[list[dict], int | None]:

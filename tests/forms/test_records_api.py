@@ -84,6 +84,11 @@ def test_required_when_through_link_and_validation_message(api):
         {"field": "resolution", "code": "required", "message": r.json()["errors"][0]["message"]}]
     ok = api.http.post("/api/apps/mini/ticket", json={"subject": "刹车异响", "severity": "low", "customer": gold["id"]}, headers=h["admin"])
     assert ok.status_code == 201 and ok.json()["opened_on"] == "2026-11-23"
+    assert ok.json()["customer_tier"] == "gold" and ok.json()["age_days"] == 0
+    listed = api.http.get("/api/apps/mini/ticket", headers=h["east"]).json()["items"]
+    assert listed == [] or listed[0]["customer_tier"] == "gold"
+    row = api.http.get(f"/api/apps/mini/ticket/{ok.json()['id']}", headers=h["admin"]).json()
+    assert row["customer_tier"] == "gold"
     short = api.http.post("/api/apps/mini/ticket?lang=en", json={"subject": "ab", "severity": "low"}, headers=h["admin"])
     assert short.json()["errors"] == [{"field": "subject", "code": "validation", "message": "Subject needs at least 3 characters"}]
     missing = api.http.post("/api/apps/mini/ticket", json={"subject": "abc", "severity": "low", "customer": 999}, headers=h["admin"])
