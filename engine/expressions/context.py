@@ -45,6 +45,18 @@ class EvalContext:
         """The local date in ``tz`` (computed once per context)."""
         return self.now.astimezone(self.tz).date()
 
+    def midnight(self, d: dt.date) -> dt.datetime:
+        """00:00 local time on ``d``, as an aware UTC datetime (cached per context)."""
+        cache = self.__dict__.get("_midnights")
+        if cache is None:
+            cache = self.__dict__["_midnights"] = {}
+        v = cache.get(d)
+        if v is None:
+            if len(cache) > 4096:
+                cache.clear()
+            v = cache[d] = dt.datetime(d.year, d.month, d.day, tzinfo=self.tz).astimezone(UTC)
+        return v
+
     @classmethod
     def system(cls) -> "EvalContext":
         """The real clock in UTC: used when an evaluation gets no context."""

@@ -47,6 +47,8 @@ class Expression:
         try:
             return self._fn(env if env is not None else {}, ctx)
         except ExpressionError as exc:
+            if exc.col is None:
+                self._locate(exc, env, ctx)
             if exc.source is None:
                 exc.source = self.source
             raise
@@ -54,6 +56,16 @@ class Expression:
             # the compiled code is optimistic (native operations); when they fail, the reference
             # interpreter decides: the right value (e.g. a date vs a date-time) or a clear error
             return self.evaluate_reference(env, ctx)
+
+    def _locate(self, exc: ExpressionError, env: Any, ctx: Any) -> None:
+        """Give a runtime error the column of the part that failed (the reference interpreter knows)."""
+        try:
+            evaluate_env(self._root, env, ctx)
+        except ExpressionError as located:
+            if located.message == exc.message:
+                exc.col = located.col
+        except Exception:  # noqa: BLE001 - only looking for a position
+            pass
 
     def evaluate_reference(self, env: Mapping[str, Any] | None, ctx: EvalContext | None = None) -> Any:
         """The same value computed by the slow reference interpreter (for tests and debugging)."""

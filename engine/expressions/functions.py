@@ -13,7 +13,7 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any, Callable, Mapping
 
 from . import runtime as rt
-from .context import UTC
+from .context import UTC, EvalContext
 from .errors import ExpressionError
 
 date, datetime, timedelta = dt.date, dt.datetime, dt.timedelta
@@ -134,12 +134,18 @@ def _delta(fn: str, ctx: Any, a: Any, b: Any) -> timedelta | int | None:
     return rt.to_instant(b, ctx) - rt.to_instant(a, ctx)
 
 
+_ZERO = timedelta(0)
+
+
 def days_between(ctx: Any, a: Any, b: Any) -> int | None:
     """Whole days from a to b (b - a), truncated toward zero; a date counts as 00:00 local time."""
-    d = _delta("days_between", ctx, a, b)
-    if d is None:
-        return None
-    return d.days if d >= timedelta(0) else -((-d).days)
+    if type(b) is date and type(a) is datetime and a.tzinfo is UTC and isinstance(ctx, EvalContext):
+        d = ctx.midnight(b) - a                     # the common case: days_between(some_time, today())
+    else:
+        d = _delta("days_between", ctx, a, b)
+        if d is None:
+            return None
+    return d.days if d >= _ZERO else -((-d).days)
 
 
 def hours_between(ctx: Any, a: Any, b: Any) -> float | None:

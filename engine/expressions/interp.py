@@ -60,6 +60,15 @@ def call(node: CallNode, args: list, kwargs: dict, ctx: Any) -> Any:
 
 
 def interp(node: Node, lookup: Callable[[tuple], Any], ctx: Any) -> Any:
+    try:
+        return _interp(node, lookup, ctx)
+    except ExpressionError as exc:
+        if exc.col is None:             # the innermost node with a position names the column
+            exc.col = node.col
+        raise
+
+
+def _interp(node: Node, lookup: Callable[[tuple], Any], ctx: Any) -> Any:
     t = type(node)
     if t is Const:
         v = node.value

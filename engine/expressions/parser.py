@@ -211,6 +211,8 @@ def _operator_hint(src: str) -> tuple[int, str] | None:
             return col, "use '!=' for 'not equal'"
         elif s == "==" and adjacent and nxt.string == "=":
             return col, "use '==' to compare"
+        elif s == "=" and adjacent and nxt.string in ("<", ">"):
+            return col, f"use '{nxt.string}=' for '{'less' if nxt.string == '<' else 'greater'} or equal'"
         elif s == "=" and depth == 0:
             return col, ("to compare values use '==' (a single '=' is only for named arguments, "
                          "like exists('form', field=value))")

@@ -168,8 +168,10 @@ def aware(v: datetime) -> datetime:
 
 
 def midnight(d: date, ctx: Any) -> datetime:
-    """A date stands for 00:00 local time when it meets a date-time."""
-    return datetime(d.year, d.month, d.day, tzinfo=tz_of(ctx))
+    """A date stands for 00:00 local time when it meets a date-time (as an aware UTC datetime)."""
+    if ctx is None or ctx is NO_CTX:
+        return datetime(d.year, d.month, d.day, tzinfo=tz_of(ctx))
+    return ctx.midnight(d)
 
 
 def to_instant(v: Any, ctx: Any) -> datetime:

@@ -161,6 +161,15 @@ def test_runtime_errors_are_expression_errors(source, env, words):
     assert e.source == source
 
 
+def test_runtime_errors_know_their_column():
+    e = err("score > 1 and level < 3", {"score": 2, "level": "H"})
+    assert e.col == 15 and "cannot compare" in e.message
+    e = err("concat(a, b) or len(n) > 1", {"n": 5})
+    assert e.col == 17 and e.message.startswith("len()")
+    e = err("x + 1 > 2 or y / z", {"x": 1, "y": 1, "z": 0})
+    assert e.col == 14 and "division by zero" in e.message
+
+
 # -- the function library ------------------------------------------------------------------------------
 
 def test_every_function_is_documented_and_tested_below():
@@ -345,6 +354,8 @@ def test_syntax_error_has_a_column():
     assert "'not'" in e.message
     e = compile_error("x <> 3")
     assert "'!='" in e.message
+    assert "'<='" in compile_error("score =< 3").message
+    assert "'>='" in compile_error("score => 3").message
     e = compile_error("a b")
     assert e.col == 3
 
