@@ -284,7 +284,8 @@ class Records:
                     raise RecordInvalid([_err(name, "bad_operator", f"'{name}' is personal data: only exact match is possible")])
                 conds.append(table.c[bi_column(name)] == self.rt.keyring.blind_index(str(value)))
                 continue
-            conds.append(_op(table.c[name], op, value, name))
+            special = f.ftype.filter_clause(table.c[name], op, value, dict(f.spec))
+            conds.append(special if special is not None else _op(table.c[name], op, value, name))
         return conds
 
     def _search_condition(self, form: FormDef, table: Table, q: str) -> ColumnElement:
