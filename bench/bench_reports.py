@@ -271,7 +271,7 @@ def timed(fn, reps: int) -> tuple[float, object]:
     return statistics.median(times), out
 
 
-def run_bench(url: str, leads: int, complaints: int, reps: int, label: str) -> list[tuple]:
+def run_bench(url: str, leads: int, complaints: int, reps: int, label: str, reuse: bool = False) -> list[tuple]:
     from engine.auth import SYSTEM_USER, get_user, upsert_user
     from engine.clock import Clock
     from engine.installer import install
@@ -283,11 +283,12 @@ def run_bench(url: str, leads: int, complaints: int, reps: int, label: str) -> l
     rt = build_runtime(url, Clock(fixed=NOW))
     tmp = Path(tempfile.mkdtemp())
     install(rt, read_package(write_package(tmp / "pkg", files())))
-    t = time.perf_counter()
-    with rt.db.write() as conn:
-        (seed_pg if rt.db.dialect == "postgresql" else seed_sqlite)(conn, leads, complaints)
-        upsert_user(conn, NOW, "dm7", ["dealer_manager"], {"dealer": "D0007"}, password="bench-pass-123")
-    print(f"[{label}] seeded {leads:,} leads and {complaints:,} complaints in {time.perf_counter() - t:.1f}s")
+    if not reuse:
+        t = time.perf_counter()
+        with rt.db.write() as conn:
+            (seed_pg if rt.db.dialect == "postgresql" else seed_sqlite)(conn, leads, complaints)
+            upsert_user(conn, NOW, "dm7", ["dealer_manager"], {"dealer": "D0007"}, password="bench-pass-123")
+        print(f"[{label}] seeded {leads:,} leads and {complaints:,} complaints in {time.perf_counter() - t:.1f}s")
     svc = rt.services["reports"]
     app = rt.app("bench")
     hand = hand_sql(rt.db.dialect)
@@ -345,20 +346,23 @@ def main() -> None:
     ap.add_argument("--sqlite-leads", type=int, default=200_000)
     ap.add_argument("--no-pg", action="store_true")
     ap.add_argument("--keep", action="store_true", help="keep the scratch PostgreSQL database")
+    ap.add_argument("--reuse", metavar="DBNAME", help="run on a database kept by an earlier --keep run (no seeding)")
     args = ap.parse_args()
     import os
     os.environ.setdefault("LOOM_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
     results = []
     if not args.no_pg:
         server = args.pg.replace("postgresql://", "postgresql+psycopg2://", 1)
-        name = f"loom_bench_{uuid.uuid4().hex[:8]}"
+        name = args.reuse or f"loom_bench_{uuid.uuid4().hex[:8]}"
         admin = create_engine(server, isolation_level="AUTOCOMMIT")
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        if not args.reuse:
+            with admin.connect() as conn:
+                conn.execute(text(f'CREATE DATABASE "{name}"'))
         try:
-            results += run_bench(f"{args.pg.rsplit('/', 1)[0]}/{name}", args.leads, args.complaints, args.reps, "postgresql")
+            results += run_bench(f"{args.pg.rsplit('/', 1)[0]}/{name}", args.leads, args.complaints, args.reps, "postgresql",
+                                 reuse=bool(args.reuse))
         finally:
-            if not args.keep:
+            if not (args.keep or args.reuse):
                 with admin.connect() as conn:
                     conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
             else:

@@ -14,7 +14,7 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Mapping
 
-from sqlalchemy import Table, and_, case, distinct, func, literal, null, or_, select, true
+from sqlalchemy import Float, Table, and_, case, distinct, func, literal, literal_column, null, or_, select, true
 from sqlalchemy.sql import ColumnElement, Select
 
 from engine.errors import Forbidden, LoomError, RecordInvalid
@@ -59,8 +59,7 @@ class Builder:
         self.records = uow.service("records")
         app = uow.app
         self.form = self.records.form(app, rd.source)
-        base, self.grant = self.records.readable(uow, self.form)
-        self.base_where = base.whereclause
+        base, self.grant = self.records.readable(uow, self.form)   # raises Forbidden if the user may not read
         self.tables = self.records.tables(app)
         self.t: Table = self.tables[rd.source]
         self.dialect = uow.conn.dialect.name
@@ -69,7 +68,22 @@ class Builder:
         self.today = local_today(uow.now, self.tz)
         self.joins: dict[str, Any] = {}
         self._user_env = None
+        self.base_where = self._row_filter(base)
         self._check_fields()
+
+    def _row_filter(self, base: Select) -> ColumnElement | None:
+        """The user's row filter: the WHERE of ``Records.readable``.
+
+        When the grant's row rules follow a link (``dealer.code == current_user.dealer``) the
+        record service resolves ``dealer.code`` as a correlated scalar subquery, evaluated once
+        per row -- 100x slower than a join on a million leads.  The same grant and the same
+        ``row_filter_sql`` are then compiled with this builder's resolver, which reads the link
+        through the report's (single) LEFT JOIN: identical rows, an index-friendly plan.
+        """
+        if self.grant.all_rows or not any(_follows_link(e) for e in self.grant.row_filters):
+            return base.whereclause
+        from forms.access import row_filter_sql
+        return row_filter_sql(self.grant, self.resolver(), self.dialect, ctx=self.uow.eval_context())
 
     # -- permissions on fields --------------------------------------------
     def _check_fields(self) -> None:
@@ -274,7 +288,7 @@ class Builder:
         if m.kind == "ratio":
             num = self.measure_expr(rd.measure(m.ratio[0]), _depth + 1)
             den = self.measure_expr(rd.measure(m.ratio[1]), _depth + 1)
-            return as_float(num) / func.nullif(den, 0)
+            return as_float(num) / func.nullif(as_float(den), literal_column("0"), type_=Float)
         cond = self.sql(m.when) if m.when is not None else None
         if m.kind == "count":
             agg = func.count()
@@ -349,6 +363,12 @@ class Builder:
         if d.bucket or d.part is not None:
             return e == str(raw)
         return e == self.convert(d.ref, raw, d.name)
+
+
+def _follows_link(expr: Any) -> bool:
+    names = getattr(getattr(expr, "_parsed", None), "names", None) or getattr(expr, "names", None) or {}
+    return any(len(p) > 1 and p[0] not in ("current_user", "settings", "app") and not (p[0] == "record" and len(p) == 2)
+               for p in names)
 
 
 def _t(lang: str, zh: str, en: str) -> str:
