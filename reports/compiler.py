@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any
 
@@ -402,6 +403,7 @@ class _ReportCompiler:
         if not isinstance(spec, dict):
             return out
         ratios: list[tuple[str, tuple, tuple]] = []
+        formulas: list[tuple[str, str, tuple]] = []
         for name, m in spec.items():
             where = ("measures", name)
             if isinstance(m, str):
@@ -458,6 +460,15 @@ class _ReportCompiler:
                     continue
                 ratios.append((name, tuple(arg), where))
                 out.append(Measure(name, "ratio", ratio=(arg[0], arg[1]), format=fmt or "percent", **common))
+            elif kind == "formula":
+                if when is not None:
+                    self.err(where + ("when",), "a formula takes its conditions from its measures; remove 'when'")
+                    continue
+                if not isinstance(arg, str):
+                    self.err(where + ("formula",), "a formula is an expression over other measures, e.g. \"(promoters - detractors) * 100 / answers\"")
+                    continue
+                formulas.append((name, arg, where))
+                out.append(Measure(name, "formula", format=fmt or "number", **common))
             elif kind == "duration":
                 if not (isinstance(arg, list) and len(arg) == 2):
                     self.err(where + ("duration",), "a duration is [start_field, end_field], e.g. [created_at, resolved_at]")
@@ -486,6 +497,28 @@ class _ReportCompiler:
                                        format=fmt or (unit if unit in ("hours", "days") else "number"), **common))
         names = {m.name for m in out}
         kinds = {m.name: m for m in out}
+        deps: dict[str, tuple] = {m.name: m.ratio for m in out if m.kind == "ratio"}
+        for name, src, where in formulas:
+            used: list[str] = []
+
+            def check(path: tuple, _name=name, _used=used) -> str | None:
+                if len(path) != 1 or path[0] not in names or path[0] == _name:
+                    known = sorted(n for n in names if n != _name)
+                    return (f"'{'.'.join(path)}' is not another measure of this report"
+                            f"{suggest('.'.join(path), known) or ('; ' + one_of(known) if known else '')}")
+                _used.append(path[0])
+                return None
+            from engine.expressions import ExpressionError, compile_expression
+            try:
+                expr = compile_expression(src, check_name=check)
+            except ExpressionError as exc:
+                self.ok = False
+                self.ctx.error_in_expression(self.file, self.base + where + ("formula",), exc)
+                continue
+            i = next(i for i, m in enumerate(out) if m.name == name)
+            out[i] = replace(out[i], formula=expr)
+            kinds[name] = out[i]
+            deps[name] = tuple(used)
         for name, (a, b), where in ratios:
             for i, operand in enumerate((a, b)):
                 if operand not in names:
@@ -493,23 +526,20 @@ class _ReportCompiler:
                     self.err(where + ("ratio", i), f"unknown measure '{operand}'{suggest(operand, known) or '; ' + one_of(known)}")
                 elif operand == name:
                     self.err(where + ("ratio", i), "a ratio cannot use itself")
-        # cycles between ratios (a direct self-reference is reported above)
-        for name, _, where in ratios:
-            m0 = kinds.get(name)
-            if m0 is None or name in m0.ratio:
+        # cycles between ratios and formulas (a direct self-reference is reported above)
+        for name, _, where in ratios + formulas:
+            if name not in deps or name in deps[name]:
                 continue
-            stack, seen = list(m0.ratio), set()
+            stack, seen = list(deps[name]), set()
             while stack:
                 cur = stack.pop()
                 if cur == name:
-                    self.err(where, f"ratio '{name}' depends on itself through other ratios", at_key=True)
+                    self.err(where, f"measure '{name}' depends on itself through other measures", at_key=True)
                     break
                 if cur in seen:
                     continue
                 seen.add(cur)
-                m = kinds.get(cur)
-                if m is not None and m.kind == "ratio":
-                    stack.extend(m.ratio)
+                stack.extend(deps.get(cur, ()))
         return out
 
     def _field_spec(self, ref: FieldRef) -> dict:

@@ -13,7 +13,7 @@ from typing import Any, Mapping
 PERIODS = ("today", "yesterday", "last_7_days", "last_30_days", "last_90_days", "this_week", "last_week",
            "this_month", "last_month", "this_quarter", "last_quarter", "this_year", "last_year", "all")
 BUCKETS = ("day", "week", "month", "quarter", "year", "hour", "weekday")
-MEASURE_KINDS = ("count", "count_distinct", "sum", "avg", "min", "max", "median", "percentile", "ratio", "duration")
+MEASURE_KINDS = ("count", "count_distinct", "sum", "avg", "min", "max", "median", "percentile", "ratio", "duration", "formula")
 AGGREGATES = ("avg", "sum", "min", "max", "median", "percentile")
 DURATION_UNITS = {"seconds": 1.0, "minutes": 60.0, "hours": 3600.0, "days": 86400.0}
 REPORT_KINDS = ("table", "pivot", "funnel", "cohort", "kpi")
@@ -68,6 +68,7 @@ class Measure:
     when: Any = None                 # compiled Expression: conditional measure
     p: float | None = None           # percentile
     ratio: tuple[str, str] | None = None
+    formula: Any = None              # compiled Expression over other measures' names
     start: FieldRef | None = None    # duration
     end: FieldRef | None = None
     unit: str = "hours"

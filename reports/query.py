@@ -289,6 +289,13 @@ class Builder:
             num = self.measure_expr(rd.measure(m.ratio[0]), _depth + 1)
             den = self.measure_expr(rd.measure(m.ratio[1]), _depth + 1)
             return as_float(num) / func.nullif(as_float(den), literal_column("0"), type_=Float)
+        if m.kind == "formula":
+            if _depth > 20:
+                raise ReportError(f"measure '{m.name}' nests too deeply")
+
+            def resolve(path: tuple):
+                return self.measure_expr(rd.measure(path[0]), _depth + 1)
+            return m.formula.to_sql(resolve, self.dialect, ctx=self.uow.eval_context(), mode="value")
         cond = self.sql(m.when) if m.when is not None else None
         if m.kind == "count":
             agg = func.count()

@@ -232,6 +232,15 @@ reports:
     source: lead
     dimensions: [note]
     measures: {leads: count}
+  - name: scores
+    source: lead
+    dimensions: [source]
+    measures:
+      leads: count
+      won: {count: "state == 'won'"}
+      lost: {count: "state == 'lost'"}
+      net: {formula: "(won - lost) * 100 / leads"}
+      avg_double: {avg: "amount * 2", when: "amount >= 100"}
   - name: service_return
     kind: cohort
     source: vehicle

@@ -108,6 +108,14 @@ def test_ratio_chart_sort_and_role_references(package_dir):
     assert any(p.startswith(f"reports/sales.yaml:{pos(src, 'bars')}:") and "did you mean 'bar'" in p for p in out), out
 
 
+def test_formula_names_other_measures_only(package_dir):
+    src = ("reports:\n  - name: r\n    source: lead\n    measures:\n      n: count\n"
+           "      f: {formula: \"n * 100 / wonn\"}\n      g: {formula: \"h + 1\"}\n      h: {formula: \"g + 1\"}\n")
+    out = problems(package_dir, src)
+    assert any(p.startswith(f"reports/sales.yaml:{pos(src, 'wonn')}:") and "'wonn' is not another measure" in p for p in out), out
+    assert any("depends on itself" in p for p in out), out
+
+
 def test_chart_needs_matching_dimensions(package_dir):
     src = ("reports:\n  - name: r\n    source: lead\n    measures: {n: count}\n    chart: {kind: heatmap}\n"
            "  - name: k\n    kind: kpi\n    source: lead\n    dimensions: [source]\n    compare: previous_period\n")

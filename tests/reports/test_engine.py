@@ -112,6 +112,13 @@ def test_funnel_is_cumulative_in_stage_order(crm):
     assert [r[0] for r in run(crm, "flow_funnel")["rows"]] == ["new", "contacted", "test_drive", "won"]
 
 
+def test_formula_over_measures_and_aggregates_of_expressions(crm):
+    res = run(crm, "scores")
+    # all leads: website L1 won, L2 lost, L6; hotline L3 L7 L8; referral L4 won, L5
+    # avg_double: avg(amount * 2) over amount >= 100: website 100, 200; hotline 300; referral 400
+    assert res["rows"] == [["website", 3, 1, 1, 0, 300], ["hotline", 3, 0, 0, 0, 600], ["referral", 2, 1, 0, 50, 800]]
+
+
 def test_durations_in_hours(crm):
     res = run(crm, "response")
     # website: L1 2h, L2 4h; hotline: L3 6h; referral: none contacted
