@@ -84,7 +84,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "no_history": ("暂无动态", "Nothing yet"),
     "actions": ("操作", "Actions"),
     "comment": ("备注意见", "Comment"),
-    "comment_required": ("（必填）", "(required)"),
+    "comment_required": ("需要填写备注意见", "needs a comment"),
     "required": ("必填", "required"),
     "please_fix": ("保存失败：请修改以下 {n} 处", "Not saved: please fix {n} problem(s)"),
     "duplicates": ("可能重复", "Possible duplicates"),

@@ -460,7 +460,7 @@ def _short(v: Any) -> str:
 def _hist_text(uow, form: FormDef, name: str, value: Any, lang: str, disp: Display) -> str:
     """History values are JSON shapes: parse back through the type to format them."""
     if value is None or value == "":
-        return "—"
+        return None
     f = form.fields.get(name)
     if name == "state":
         return disp.value("state", {"state": value})["text"]
@@ -578,6 +578,10 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
             errs.setdefault(fname, []).append(e.get("message", ""))
         else:
             general.append((col_label(form, fname.split(".")[0].split("[")[0], lang) + "：" if fname and fname.split("[")[0] in form.fields else "") + e.get("message", ""))
+    for fname, msgs in errs.items():
+        codes = [e.get("code") for e in errors if e.get("field") == fname]
+        if len(msgs) > 1 and "required" in codes and any(c != "required" for c in codes):
+            errs[fname] = [e.get("message", "") for e in errors if e.get("field") == fname and e.get("code") != "required"]
     base = f"/apps/{uow.app.name}/forms/{form.name}"
     sections = []
     for sec in layout_of(form, [n for n in form.fields if n not in hidden]):

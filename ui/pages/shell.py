@@ -23,10 +23,10 @@ from .i18n import label, translate
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 
-def user_apps(rt, user: User) -> list:
+def user_apps(rt, user: User, names: list[str] | None = None) -> list:
     """Installed apps the user belongs to (has one of their roles, or admin)."""
     out = []
-    for name in rt.app_names():
+    for name in (rt.app_names() if names is None else names):
         try:
             app = rt.app(name)
         except AppNotFound:
@@ -38,18 +38,19 @@ def user_apps(rt, user: User) -> list:
     return out
 
 
-def has_permission(rt, user: User, permission: str, app_name: str | None = None) -> bool:
+def has_permission(rt, user: User, permission: str, app_name: str | None = None, apps: list | None = None) -> bool:
     if "admin" in user.roles:
         return True
-    names = [app_name] if app_name else rt.app_names()
-    for name in names:
-        try:
-            app = rt.app(name)
-        except Exception:  # noqa: BLE001
-            continue
-        if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles):
-            return True
-    return False
+    if apps is None:
+        apps = []
+        for name in ([app_name] if app_name else rt.app_names()):
+            try:
+                apps.append(rt.app(name))
+            except Exception:  # noqa: BLE001
+                continue
+    elif app_name:
+        apps = [a for a in apps if a.name == app_name]
+    return any(permission in app.roles[r].permissions for app in apps for r in user.roles if r in app.roles)
 
 
 def menu_url(app_name: str, item: dict) -> str | None:
@@ -117,17 +118,27 @@ def app_menus(app, user: User, lang: str, current: str) -> list[dict]:
     return out
 
 
-def open_task_count(rt, user: User, app_name: str | None) -> int:
+def _task_count_query(user: User, app_name: str | None):
     t = P.tasks
     q = select(func.count()).select_from(t).where(t.c.status == "open", or_(
         t.c.assignee == user.username, (t.c.assignee.is_(None) & t.c.candidate_role.in_(sorted(user.roles) or [""]))))
-    if app_name:
-        q = q.where(t.c.app == app_name)
+    return q.where(t.c.app == app_name) if app_name else q
+
+
+def open_task_count(rt, user: User, app_name: str | None) -> int:
     try:
         with rt.db.read() as conn:
-            return int(conn.execute(q).scalar() or 0)
+            return int(conn.execute(_task_count_query(user, app_name)).scalar() or 0)
     except Exception:  # noqa: BLE001 - the count is decoration, never break a page for it
         return 0
+
+
+def _names_and_count(rt, user: User, app_name: str | None) -> tuple[list[str], int]:
+    """Installed app names and my open task count: one read for the whole shell."""
+    with rt.db.read() as conn:
+        names = [r.name for r in conn.execute(select(P.apps.c.name).order_by(P.apps.c.name))]
+        count = int(conn.execute(_task_count_query(user, app_name)).scalar() or 0) if app_name else 0
+    return names, count
 
 
 def shell_context(request: Request, app_name: str | None = None) -> dict:
@@ -146,23 +157,25 @@ def shell_context(request: Request, app_name: str | None = None) -> dict:
     if user is None:
         return ctx
     current = request.url.path + (("?" + request.url.query) if request.url.query else "")
-    apps = user_apps(rt, user)
+    names, count = _names_and_count(rt, user, app.name if app is not None else None)
+    apps = user_apps(rt, user, names)
     ctx["apps"] = [{"name": a.name, "title": label(a.title, lang, a.name)} for a in apps]
     if app is None and len(apps) == 1:
         app = apps[0]
         ctx["app"] = app
         ctx["app_name"] = app.name
+        count = open_task_count(rt, user, app.name)
     if app is not None:
         ctx["menus"] = app_menus(app, user, lang, current)
         ctx["app_title"] = label(app.title, lang, app.name)
-        ctx["task_count"] = open_task_count(rt, user, app.name)
+        ctx["task_count"] = count
         for m in ctx["menus"]:
             if m["page"] == "tasks":
-                m["count"] = ctx["task_count"]
-    ctx["can_admin"] = has_permission(rt, user, "manage_app")
+                m["count"] = count
+    ctx["can_admin"] = has_permission(rt, user, "manage_app", apps=apps)
     ctx["can_studio"] = ctx["can_admin"]
-    ctx["can_users"] = has_permission(rt, user, "manage_users")
-    ctx["can_audit"] = has_permission(rt, user, "view_audit")
+    ctx["can_users"] = has_permission(rt, user, "manage_users", apps=apps)
+    ctx["can_audit"] = has_permission(rt, user, "view_audit", apps=apps)
     ctx["display_name"] = user.display_name or user.username
     ctx["initial"] = (user.display_name or user.username)[:1].upper()
     ctx["role_labels"] = [label(app.roles[r].label, lang, r) if app is not None and r in app.roles else r for r in sorted(user.roles)]
