@@ -189,7 +189,7 @@ class _FlowCompiler:
             for i, s in enumerate(from_states):
                 self.check_state(base + (("from", i) if isinstance(frm, list) else ("from",)), s, states, f"transition '{tname}' from")
         to = t.get("to")
-        ok = self.check_state(base + ("to",), to, states, f"transition '{tname}' to")
+        ok = to is None or self.check_state(base + ("to",), to, states, f"transition '{tname}' to")
         for i, r in enumerate(t.get("roles") or []):
             self.check_role(base + ("roles", i), r)
         for key in ("requires", "fields"):
@@ -209,6 +209,8 @@ class _FlowCompiler:
             self.check_calendar(base + ("calendar",), cal)
             if after is None:
                 self.err(base + ("calendar",), f"transition '{tname}': 'calendar' only applies with 'after'")
+        if auto is not None and to is None:
+            self.err(base + ("auto",), f"transition '{tname}': an automatic transition needs 'to' (it would fire forever)")
         if (auto is not None or after is not None) and t.get("approval"):
             self.err(base + ("approval",), f"transition '{tname}': an automatic transition cannot need an approval")
         if after is not None and from_states == ("*",):
@@ -266,7 +268,15 @@ class _FlowCompiler:
         remind_after = self.duration(base + ("remind_after",), a.get("remind_after"))
         remind_every = self.duration(base + ("remind_every",), a.get("remind_every"))
         due = self.duration(base + ("due",), a.get("due"))
+        for key in ("notify", "remind_template"):
+            name = a.get(key)
+            if name is not None and not self.ctx.has_template(name):
+                have = sorted({p.split("/", 1)[1].split(".", 1)[0] for p in self.ctx.package.files
+                               if p.startswith("templates/") and p.endswith(".j2")})
+                self.err(base + (key,), f"unknown template '{name}': no file templates/{name}.<lang>.j2"
+                                        f"{suggest(str(name), have) or ('; ' + one_of(have) if have else '')}")
         return ApprovalDef(
+            notify=a.get("notify"), remind_template=a.get("remind_template"),
             mode=mode, approvers=tuple(approvers), count=count, percent=percent, reject_to=reject_to,
             remind_after=remind_after, remind_every=remind_every or remind_after,
             max_reminders=int(a.get("max_reminders") or 3), due=due,
@@ -278,9 +288,14 @@ class _FlowCompiler:
     def sla(self, i: int, s: dict, states: dict) -> SlaDef | None:
         base = ("sla", i)
         name = s.get("name") or f"sla_{i + 1}"
-        start_on = s.get("start_on") or "created"
-        if start_on != "created":
-            self.check_state(base + ("start_on",), start_on, states, f"SLA '{name}' start_on (write 'created' or a state)")
+        raw_start = s.get("start_on") or "created"
+        start_on = tuple(raw_start if isinstance(raw_start, list) else [raw_start])
+        for j, st in enumerate(start_on):
+            if st != "created":
+                self.check_state(base + (("start_on", j) if isinstance(raw_start, list) else ("start_on",)), st, states,
+                                 f"SLA '{name}' start_on (write 'created' or a state)")
+        if s.get("restart") and len(start_on) == 1 and start_on[0] == "created":
+            self.err(base + ("restart",), f"SLA '{name}': 'restart' needs a state in start_on (a record is created once)")
         for key in ("stop_on_states", "pause_states"):
             for j, st in enumerate(s.get(key) or []):
                 self.check_state(base + (key, j), st, states, f"SLA '{name}' {key}")

@@ -51,6 +51,8 @@ class ApprovalDef:
     allow_add_signer: bool = True
     allow_transfer: bool = True
     on_reject: tuple = ()            # compiled actions on rejection
+    notify: str | None = None        # template sent to each approver when their task opens
+    remind_template: str | None = None   # template for reminders (default: a built-in text)
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,7 +60,7 @@ class TransitionDef:
     name: str
     label: Mapping[str, str]
     from_states: tuple[str, ...]     # ('*',) = from any non-final state
-    to: str
+    to: str | None                   # None: stay in the current state (an action-only transition)
     roles: tuple[str, ...] = ()
     allow: Any = None
     guard: Any = None
@@ -73,6 +75,9 @@ class TransitionDef:
     after: dt.timedelta | None = None    # fire by itself after this long in the from-state
     calendar: str | None = None      # working-time calendar for 'after'
     order: int = 0
+
+    def target(self, state: str | None) -> str | None:
+        return self.to if self.to is not None else state
 
     def allowed_from(self, state: str | None, states: Mapping[str, StateDef]) -> bool:
         if "*" in self.from_states:
@@ -97,7 +102,7 @@ class EscalationDef:
 class SlaDef:
     name: str
     label: Mapping[str, str]
-    start_on: str                    # 'created' or a state name (entering it starts the clock)
+    start_on: tuple[str, ...]        # 'created' and/or state names (entering one starts the clock)
     stop_on_states: frozenset[str]
     pause_states: frozenset[str]
     calendar: str | None

@@ -273,7 +273,7 @@ class FlowService:
         if t.approval is not None and not uow.user.is_system:
             self._request_approval(uow, wf, inst, rec, t, comment, data)
             return records.load(uow, form, record_id)
-        return self._change_state(uow, wf, inst, rec, t.to, t, comment)
+        return self._change_state(uow, wf, inst, rec, t.target(state), t, comment)
 
     def _change_state(self, uow: UnitOfWork, wf: WorkflowDef, inst: dict, rec: Mapping[str, Any], to: str,
                       t: TransitionDef | None, comment: str | None, *, kind: str = "transition",
@@ -295,8 +295,9 @@ class FlowService:
                 state=to, updated_at=to_db(uow.now), status="done" if final else "active",
                 ended_at=to_db(uow.now) if final else None))
             scheduler.cancel(uow.conn, app=uow.app.name, kind=AFTER_KIND, key_prefix=f"flow:{uow.app.name}:{inst['id']}:after:")
-            self._cancel_approvals(uow, wf.form, rec["id"], reason=f"state changed to {to}")
-            sla.on_state(uow, wf, new, frm, to)
+            if to != frm:
+                self._cancel_approvals(uow, wf.form, rec["id"], reason=f"state changed to {to}")
+                sla.on_state(uow, wf, new, frm, to)
             occurrence = f"{inst['id']}:{name}:{iso(uow.now)}"
             ev = {"flow": wf.name, "transition": name, "from": frm, "to": to, "comment": comment, "actor": uow.user.username}
             if t is not None and t.actions:
@@ -480,11 +481,23 @@ class FlowService:
             step=appr["transition"],
             payload={"approval": appr["id"], "stage": entry["stage"], "on_behalf_of": entry.get("on_behalf_of")},
         ).returning(tk.c.id)).scalar_one()
+        if ap is not None and ap.notify:
+            self._notify_user(uow, appr["form"], appr["record_id"], entry["user"], ap.notify,
+                              source=f"flow:{appr['flow']}:{appr['transition']}:approval", occurrence=f"task:{task_id}")
         if ap is not None and ap.remind_after:
             scheduler.schedule(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task_id}:1",
                                due_at=uow.now + ap.remind_after, payload={"task": task_id, "n": 1},
                                form=appr["form"], record_id=appr["record_id"])
         return task_id
+
+    def _notify_user(self, uow: UnitOfWork, form: str, record_id: int, username: str, template: str, *,
+                     source: str, occurrence: str) -> None:
+        """Send a package template to one user (in-app by default) through the rules engine's notify."""
+        from rules.actions.base import Literal, RunContext
+        from rules.notify import NotifyParams, RecipientSpec, send
+        rec = uow.service("records").load(uow, form, record_id) or {"id": record_id}
+        rc = RunContext(uow, form, rec, trigger="approval", source=source, occurrence=occurrence)
+        send(rc, NotifyParams(template, (RecipientSpec("user_expr", expr=Literal(username)),)))
 
     def _cancel_approvals(self, uow: UnitOfWork, form: str, record_id: int, reason: str) -> None:
         a = T.approvals
@@ -624,7 +637,7 @@ class FlowService:
                                                                        "approval": appr["id"]})
             if outcome == "approved" and t is not None:
                 if rec.get("state") == appr["from_state"]:
-                    self._change_state(uow, wf, inst, rec, t.to, t, comment, extra={"approval": appr["id"]})
+                    self._change_state(uow, wf, inst, rec, t.target(rec.get("state")), t, comment, extra={"approval": appr["id"]})
             elif outcome == "rejected" and t is not None and t.approval is not None:
                 if t.approval.on_reject:
                     run_actions(uow, wf.form, rec, t.approval.on_reject, trigger="transition",
@@ -713,15 +726,7 @@ class FlowService:
         task = uow.conn.execute(select(tk).where(tk.c.id == p.get("task"))).mappings().first()
         if task is None or task["status"] != "open" or not task["assignee"]:
             return
-        title = task["title"] or {}
         n = int(p.get("n") or 1)
-        text_ = {"zh": f"提醒：您有一项待处理的任务“{title.get('zh') or title.get('en') or ''}”（{task['form']} #{task['record_id']}）",
-                 "en": f"Reminder: the task '{title.get('en') or title.get('zh') or ''}' is waiting for you ({task['form']} #{task['record_id']})"}
-        user = get_user(uow.conn, task["assignee"])
-        lang = (user.language if user and user.language else uow.app.default_language) or "zh"
-        enqueue(uow.conn, app=uow.app.name, template="flow_task_reminder", channel="inapp", recipient=task["assignee"],
-                rendered=text_.get(lang) or text_["zh"], key=timer["key"], due_at=uow.now, now=uow.now, lang=lang,
-                recipient_kind="user", form=task["form"], record_id=task["record_id"])
         a = T.approvals
         appr_id = (task["payload"] or {}).get("approval")
         ap = None
@@ -735,6 +740,18 @@ class FlowService:
             scheduler.schedule(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task['id']}:{n + 1}",
                                due_at=uow.now + ap.remind_every, payload={"task": task["id"], "n": n + 1},
                                form=task["form"], record_id=task["record_id"])
+        if ap is not None and ap.remind_template and task["form"]:
+            self._notify_user(uow, task["form"], task["record_id"], task["assignee"], ap.remind_template,
+                              source=f"flow:reminder:{task['id']}", occurrence=timer["key"])
+            return
+        title = task["title"] or {}
+        text_ = {"zh": f"提醒：您有一项待处理的任务“{title.get('zh') or title.get('en') or ''}”（{task['form']} #{task['record_id']}）",
+                 "en": f"Reminder: the task '{title.get('en') or title.get('zh') or ''}' is waiting for you ({task['form']} #{task['record_id']})"}
+        user = get_user(uow.conn, task["assignee"])
+        lang = (user.language if user and user.language else uow.app.default_language) or "zh"
+        enqueue(uow.conn, app=uow.app.name, template="flow_task_reminder", channel="inapp", recipient=task["assignee"],
+                rendered=text_.get(lang) or text_["zh"], key=timer["key"], due_at=uow.now, now=uow.now, lang=lang,
+                recipient_kind="user", form=task["form"], record_id=task["record_id"])
 
     # ------------------------------------------------------------------ reading
     def approval_summary(self, uow: UnitOfWork, appr: dict) -> dict:
@@ -767,9 +784,10 @@ class FlowService:
             blocked = None
             if t.guard is not None and not truthy(uow, t.guard, env):
                 blocked = msg(uow, t.guard_message, "") or None
-            to = wf.states.get(t.to)
-            out.append({"name": t.name, "label": msg(uow, t.label, t.name), "to": t.to,
-                        "to_label": msg(uow, to.label, t.to) if to else t.to, "comment": t.comment,
+            target = t.target(rec.get("state"))
+            to = wf.states.get(target or "")
+            out.append({"name": t.name, "label": msg(uow, t.label, t.name), "to": target,
+                        "to_label": msg(uow, to.label, target) if to else target, "comment": t.comment,
                         "requires": [{"field": f, "label": msg(uow, fd.fields[f].label, f) if f in fd.fields else f,
                                       "missing": empty(rec.get(f))} for f in t.requires],
                         "fields": list(t.fields), "approval": t.approval.mode if t.approval else None,

@@ -160,7 +160,7 @@ def stop(uow: Any, wf: WorkflowDef, sla: SlaDef, clock: dict, rec: Mapping[str, 
 
 def on_created(uow: Any, wf: WorkflowDef, rec: Mapping[str, Any]) -> None:
     for sla in wf.sla:
-        if sla.start_on == "created" or sla.start_on == rec.get("state"):
+        if "created" in sla.start_on or rec.get("state") in sla.start_on:
             existing = clocks_of(uow, wf.form, rec["id"], wf.name)
             if not any(c["sla"] == sla.name for c in existing):
                 start(uow, wf, sla, rec, None)
@@ -181,7 +181,7 @@ def on_state(uow: Any, wf: WorkflowDef, rec: Mapping[str, Any], old_state: str |
             elif clock["status"] == "paused" and not wf.pauses(sla, new_state):
                 resume(uow, wf, sla, clock)
             continue
-        if sla.start_on == new_state and sla.start_on != "created" and not wf.stops(sla, new_state):
+        if new_state in sla.start_on and old_state != new_state and not wf.stops(sla, new_state):
             if clock is None or sla.restart:
                 start(uow, wf, sla, rec, clock)
 
