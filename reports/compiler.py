@@ -227,6 +227,10 @@ class _ReportCompiler:
             if names.count(n) > 1:
                 self.err(("dimensions",), f"'{n}' names both a dimension and a measure; give one of them another name (name: ...)")
         for p in params:
+            same_dim = next((d for d in dims if d.name == p.name), None)
+            if same_dim is not None and same_dim.ref.name == p.ref.name and not same_dim.bucket and same_dim.part is None \
+                    and p.op in ("eq", "in"):
+                continue    # ?region=east filters the same column the 'region' dimension groups by: one meaning
             if p.name in names:
                 self.err(("filters",), f"parameter '{p.name}' has the name of a dimension or measure; choose another param name")
         pivot = funnel = cohort = None

@@ -76,9 +76,13 @@ class ReportService:
     def catalog(self, uow) -> dict:
         """Reports and dashboards this user may open, with their parameters."""
         lang = uow.lang
-        reports = [{"name": rd.name, "label": rd.label.get(lang), "kind": rd.kind, "source": rd.source,
-                    "chart": rd.chart.kind if rd.chart else None, "params": [p.describe(lang) for p in rd.params]}
-                   for rd in (uow.app.section("reports") or {}).values() if rd is not None and self.allowed(uow, rd)]
+        from forms.access import grant
+        readable = {name: grant(fd, uow.user, "read").allowed for name, fd in uow.app.forms.items()}
+        reports = [{"name": rd.name, "label": rd.label.get(lang), "description": rd.description.get(lang),
+                    "kind": rd.kind, "source": rd.source, "chart": rd.chart.kind if rd.chart else None,
+                    "params": [p.describe(lang) for p in rd.params]}
+                   for rd in (uow.app.section("reports") or {}).values()
+                   if rd is not None and self.allowed(uow, rd) and readable.get(rd.source)]
         boards = [{"name": d.name, "label": d.label.get(lang), "refresh_seconds": d.refresh_seconds}
                   for d in (uow.app.section("dashboards") or {}).values() if d is not None and self._role_ok(uow, d.roles)]
         return {"reports": reports, "dashboards": boards}
@@ -367,10 +371,18 @@ class ReportService:
         return Chart("table")
 
     def chart(self, uow, report: str, params: Mapping[str, Any] | None = None, *, chart: Chart | None = None,
-              title: str | None = None) -> dict:
+              title: str | None = None, cache: dict | None = None) -> dict:
+        """The report as an ECharts option; ``cache`` shares one run between widgets of the same report."""
         rd = self.definition(uow.app, report)
         spec = chart or self.default_chart(rd)
-        res = self.result(uow, report, params, long=spec.kind != "pivot")
+        long = spec.kind != "pivot"
+        key = (report, long, tuple(sorted((k, str(v)) for k, v in (params or {}).items())))
+        res = cache.get(key) if cache is not None else None
+        if res is None:
+            res = self.result(uow, report, params, long=long)
+            if cache is not None:
+                cache[key] = res
+        res = Result(res.columns, res.rows, res.labels, dict(res.meta))
         if spec.kind in ("table", "pivot"):
             res.meta["table"] = {"columns": [c.as_dict() for c in res.columns], "rows": res.rows}
         kind = CHARTS[spec.kind]()
@@ -386,7 +398,8 @@ class ReportService:
 
     def drill_template(self, uow, rd: ReportDef, applied: Mapping[str, Any], keys: Mapping[str, str]) -> str:
         base = f"/api/apps/{quote(uow.app.name)}/reports/{quote(rd.name)}/drill"
-        query = urlencode({k: v for k, v in applied.items() if v not in (None, "")})
+        taken = set(keys.values())
+        query = urlencode({k: v for k, v in applied.items() if v not in (None, "") and k not in taken})
         parts = [query] if query else []
         for placeholder, param in keys.items():
             parts.append(f"{quote(param)}={{{placeholder}}}")
@@ -405,6 +418,7 @@ class ReportService:
         reports = uow.app.section("reports") or {}
         widgets = []
         filters: dict[str, dict] = {}
+        cache: dict = {}
         for w in db.widgets:
             rd = reports.get(w.report)
             if rd is None or not self.allowed(uow, rd):
@@ -414,7 +428,7 @@ class ReportService:
             item = {"report": rd.name, "title": title, "width": w.width, "height": w.height,
                     "kind": (w.chart or self.default_chart(rd)).kind, "data_url": f"/api/apps/{uow.app.name}/reports/{rd.name}"}
             try:
-                option = self.chart(uow, rd.name, wparams, chart=w.chart, title=None)
+                option = self.chart(uow, rd.name, wparams, chart=w.chart, title=None, cache=cache)
             except Forbidden:
                 continue                      # the user can't read the widget's form: the widget is left out
             except (ReportError, RecordInvalid) as exc:

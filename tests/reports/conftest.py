@@ -329,16 +329,12 @@ def install_files(rt, package_dir, files: dict | None = None):
     return install(rt, read_package(package_dir(files or FILES)))
 
 
-@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
-def crm(request, tmp_path_factory):
-    """A runtime with the report test app installed and seeded -- once per module and backend.
-
-    Report tests only read (and add users), so sharing one seeded database keeps the suite fast.
-    """
+def module_runtime(request, tmp_path_factory, prepare):
+    """Yield a runtime on a fresh database of backend ``request.param``; ``prepare(rt, tmp)`` installs/seeds."""
     from sqlalchemy import create_engine, text
 
     from engine.clock import Clock
-    from tests.conftest import T0, _pg_admin_url, _pg_server_url, write_package
+    from tests.conftest import T0, _pg_admin_url, _pg_server_url
     from ui.wiring import build_runtime
 
     tmp = tmp_path_factory.mktemp("reports")
@@ -354,19 +350,34 @@ def crm(request, tmp_path_factory):
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
         url = f"{server.rsplit('/', 1)[0]}/{name}"
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("LOOM_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-        rt = build_runtime(url, Clock(fixed=T0))
-        try:
-            install(rt, read_package(write_package(tmp / "pkg", FILES)))
-            rt.seeded = seed(rt)
-            yield rt
-        finally:
-            rt.db.dispose()
-    if admin is not None:
-        with admin.connect() as conn:
-            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+    try:
+        with pytest.MonkeyPatch.context() as mp:
+            mp.setenv("LOOM_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+            rt = build_runtime(url, Clock(fixed=T0))
+            try:
+                prepare(rt, tmp)
+                yield rt
+            finally:
+                rt.db.dispose()
+    finally:
+        if admin is not None:
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
+
+
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def crm(request, tmp_path_factory):
+    """A runtime with the report test app installed and seeded -- once per module and backend.
+
+    Report tests only read (and add users), so sharing one seeded database keeps the suite fast.
+    """
+    from tests.conftest import write_package
+
+    def prepare(rt, tmp):
+        install(rt, read_package(write_package(tmp / "pkg", FILES)))
+        rt.seeded = seed(rt)
+    yield from module_runtime(request, tmp_path_factory, prepare)
 
 
 def add_user(rt, name: str, roles: list[str], attrs: dict | None = None):
