@@ -511,8 +511,13 @@ class FlowService:
 
     def _close_approval_tasks(self, uow: UnitOfWork, approval_id: int, status: str, outcome: str) -> None:
         tk = P.tasks
-        rows = uow.conn.execute(select(tk.c.id, tk.c.payload).where(tk.c.app == uow.app.name, tk.c.kind == "approval",
-                                                                   tk.c.status == "open")).all()
+        a = T.approvals
+        where = uow.conn.execute(select(a.c.form, a.c.record_id).where(a.c.id == approval_id)).first()
+        if where is None:
+            return
+        rows = uow.conn.execute(select(tk.c.id, tk.c.payload).where(
+            tk.c.app == uow.app.name, tk.c.form == where.form, tk.c.record_id == where.record_id,
+            tk.c.kind == "approval", tk.c.status == "open")).all()
         ids = [r.id for r in rows if (r.payload or {}).get("approval") == approval_id]
         if ids:
             uow.conn.execute(update(tk).where(tk.c.id.in_(ids)).values(status=status, outcome=outcome,

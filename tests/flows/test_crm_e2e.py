@@ -296,3 +296,44 @@ def test_scenario_3_ninety_day_care_journey(rt, crm):
         status = {r.record_id: (r.status, r.end_reason) for r in conn.execute(select(e.c.record_id, e.c.status, e.c.end_reason))}
     assert status[v_loyal] == ("completed", "last_step") and status[v_early] == ("goal", "goal")
     assert status[v_gone] == ("exited", "exit_when")
+
+
+# ---------------------------------------------------------------------------- the lead pipeline
+
+def test_lead_claim_from_pool_and_lost_needs_the_managers_approval(rt, crm, api):
+    h = api.http
+    rt.clock.set(local(2026, 11, 23, 10, 0))
+    with sys_uow(rt) as u:                          # nobody sells in the east yet: the lead goes to the pool
+        lead = u.service("records").create(u, "lead", {"name": "钱先生", "phone": "13700001111", "source": "website",
+                                                       "region": "east", "dealer": crm["D001"]})
+    lead = get(rt, "lead", lead["id"])
+    assert lead["state"] == "new" and lead["in_pool"] and lead["owner"] is None
+    with rt.db.write() as conn:
+        upsert_user(conn, rt.clock.now(), "d001.sc1", ["sales_consultant"], {"dealer": "D001", "region": "east"}, password="s3cret-pass")
+        upsert_user(conn, rt.clock.now(), "d002.sc1", ["sales_consultant"], {"dealer": "D002", "region": "east"}, password="s3cret-pass")
+        upsert_user(conn, rt.clock.now(), "d001.sm", ["sales_manager"], {"dealer": "D001", "region": "east"}, password="s3cret-pass")
+    sc1, other, sm = api.login("d001.sc1"), api.login("d002.sc1"), api.login("d001.sm")
+    url = f"/api/apps/automotive_crm/lead/{lead['id']}"
+    assert h.post(url + "/transitions/claim", json={}, headers=other).status_code == 404     # another dealer's pool
+    r = h.post(url + "/transitions/claim", json={}, headers=sc1)
+    assert r.status_code == 200, r.text
+    assert r.json()["owner"] == "d001.sc1" and r.json()["in_pool"] is False and r.json()["state"] == "new"
+    assert h.post(url + "/transitions/claim", json={}, headers=sc1).status_code == 409        # no longer in the pool
+    rt.clock.set(local(2026, 11, 23, 11, 0))
+    r = h.post(url + "/transitions/contact", json={}, headers=sc1)
+    assert r.status_code == 200 and r.json()["state"] == "contacted" and r.json()["first_contact_at"]
+    r = h.post(url + "/transitions/lose", json={"comment": "已购竞品"}, headers=sc1)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "lost_reason"
+    r = h.post(url + "/transitions/lose", json={"data": {"lost_reason": "bought_competitor", "competitor": "某品牌 Model Y"}},
+               headers=sc1)
+    assert r.status_code == 200 and r.json()["state"] == "contacted" and r.json()["_approval"]["approvers"][0]["user"] == "d001.sm"
+    assert [m["recipient"] for m in messages(rt, "approval_request")] == ["d001.sm"]
+    task = h.get("/api/tasks", headers=sm).json()["items"][0]
+    assert task["kind"] == "approval" and task["record_id"] == lead["id"]
+    r = h.post(f"/api/tasks/{task['id']}/approve", json={"comment": "同意战败"}, headers=sm)
+    assert r.status_code == 200
+    lead = get(rt, "lead", lead["id"])
+    assert lead["state"] == "lost" and lead["competitor"] == "某品牌 Model Y"
+    flow = h.get(url + "/flow", headers=sm).json()
+    assert flow["sla"][0]["sla"] == "first_contact" and flow["sla"][0]["status"] == "stopped" and not flow["sla"][0]["breached"]
+    assert [t["name"] for t in flow["transitions"]] == ["reactivate"]
