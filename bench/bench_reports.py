@@ -206,7 +206,7 @@ def seed_sqlite(conn, leads: int, complaints: int, dealers: int = 200) -> None:
         SELECT c, c, 'bench', 'u' || (x % 500), s, 'lead ' || x, {pick(SOURCES, 'x % 8')}, {pick('HABC', 'x % 4')},
                1 + (x % {dealers}), (x % 10) = 0,
                CASE WHEN s <> 'new' THEN {ts.format("c, '+' || (abs(random()) % 172800) || ' seconds'")} END
-        FROM (SELECT x, {created} AS c, {pick(STATES, 'abs(random()) % 6')} AS s FROM g)"""))
+        FROM (SELECT x, {created} AS c, {pick(STATES, 'abs(random()) % 6')} AS s FROM g ORDER BY x LIMIT -1 OFFSET 0)"""))
     conn.execute(text(f"""
         WITH RECURSIVE g(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM g WHERE x < {complaints})
         INSERT INTO bench__complaint (created_at, updated_at, created_by, state, subject, dealer, severity,
@@ -214,7 +214,7 @@ def seed_sqlite(conn, leads: int, complaints: int, dealers: int = 200) -> None:
         SELECT c, c, 'bench', CASE WHEN r < 85 THEN 'resolved' ELSE 'open' END, 'complaint ' || x, 1 + (x % {dealers}),
                {pick(['low', 'medium', 'high', 'critical'], 'x % 4')}, {ts.format("c, '+72 hours'")},
                CASE WHEN r < 85 THEN {ts.format("c, '+' || (abs(random()) % 432000) || ' seconds'")} END
-        FROM (SELECT x, {created} AS c, abs(random()) % 100 AS r FROM g)"""))
+        FROM (SELECT x, {created} AS c, abs(random()) % 100 AS r FROM g ORDER BY x LIMIT -1 OFFSET 0)"""))
     conn.execute(text("ANALYZE"))
 
 
@@ -322,18 +322,25 @@ def run_bench(url: str, leads: int, complaints: int, reps: int, label: str, reus
 
 
 def _same(report: str, res: dict, rows: list) -> bool:
-    """Compare the engine's numbers with the hand-written query's."""
-    def norm(v):
-        return round(float(v), 4) if isinstance(v, (int, float)) or hasattr(v, "as_tuple") else v
+    """Compare the engine's numbers with the hand-written query's (numbers to 1e-6 relative)."""
+    import math
+
+    def eq(x, y) -> bool:
+        if x is None or y is None or isinstance(x, str) or isinstance(y, str):
+            return x == y
+        return math.isclose(float(x), float(y), rel_tol=1e-6, abs_tol=1e-6)
+
+    def rows_eq(a, b) -> bool:
+        a = sorted(a, key=lambda r: tuple(str(v) for v in r[:2]))
+        b = sorted(b, key=lambda r: tuple(str(v) for v in r[:2]))
+        return len(a) == len(b) and all(len(x) == len(y) and all(eq(u, v) for u, v in zip(x, y)) for x, y in zip(a, b))
     if report == "lead_funnel":
         # engine: long rows [region, stage, count, rate, step]; hand: one row per region with 5 counts
         counts: dict = {}
         for r in res["rows"]:
-            counts.setdefault(r[0], []).append(r[2])
-        return {k: [norm(x) for x in v] for k, v in counts.items()} == {r[0]: [norm(x) for x in r[1:]] for r in rows}
-    a = sorted([[norm(x) for x in r] for r in res["rows"]], key=str)
-    b = sorted([[norm(x) for x in r] for r in rows], key=str)
-    return a == b
+            counts.setdefault(r[0], [r[0]]).append(r[2])
+        return rows_eq(list(counts.values()), [list(r) for r in rows])
+    return rows_eq(res["rows"], [list(r) for r in rows])
 
 
 def main() -> None:
