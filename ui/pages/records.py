@@ -601,6 +601,8 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
                 fv["value"] = raw[name]
             else:
                 fv["value"] = input_value(f, merged.get(name), uow.app.tz)
+            if not is_input and creating and merged.get(name) in (None, "", []) and w != "child_table":
+                continue          # maintained by the system (scores, timestamps...): nothing to show on a new record
             if not is_input:
                 cell = disp.value(name, merged) if merged.get(name) not in (None, "", []) else {"text": ""}
                 fv["display"] = cell.get("text", "")
@@ -610,8 +612,9 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
             else:
                 _widget_extras(uow, form, f, fv, merged, lang, base)
             fields.append(fv)
-        sections.append({**sec, "title": label(sec["title"], lang) if sec["title"] else "",
-                         "visible": sstates.get(sec["id"], True), "fields": fields})
+        if fields:
+            sections.append({**sec, "title": label(sec["title"], lang) if sec["title"] else "",
+                             "visible": sstates.get(sec["id"], True), "fields": fields})
     return {"sections": sections, "general_errors": general, "error_count": len(errors or []),
             "field_names": sorted(editable), "tabs": [s for s in sections if s["kind"] == "tab"]}
 
