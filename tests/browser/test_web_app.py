@@ -563,6 +563,20 @@ def test_crm_demo_pages(browser, tmp_path_factory):
         page.goto(f"{site.url}/apps/automotive_crm/forms/lead/new")
         page.wait_for_selector("#record-form")
         save_screenshot(page, "crm-lead-form", full_page=True)
+        # child table rows added in the browser, saved with the service order
+        page.goto(f"{site.url}/apps/automotive_crm/forms/service_order")
+        page.locator("#list-results a.row-link").first.click()
+        page.click("#edit-record")
+        page.click("[data-add-row=items]")
+        row = page.locator("[data-child-editor=items] tbody tr").last
+        row.locator("select[name$='.item_type']").select_option("part")
+        row.locator("input[name$='.part']").fill("空调滤芯")
+        row.locator("input[name$='.qty']").fill("2")
+        row.locator("input[name$='.price']").fill("65")
+        save_screenshot(page, "crm-service-order-edit", full_page=True)
+        page.click("#save")
+        page.wait_for_selector("#saved-flash")
+        assert "空调滤芯" in page.inner_text("main")
         for board in ("sales_dashboard", "hq_dashboard"):
             page.goto(f"{site.url}/apps/automotive_crm/dashboards/{board}")
             with contextlib.suppress(Exception):

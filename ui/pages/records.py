@@ -32,8 +32,8 @@ from ..deps import unit_of_work
 from . import engines
 from .common import PageRoute, fragment, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
-from .widgets import (editable_fields, form_data, format_value, input_value, layout_of, options_of, role_options,
-                      widget_of)
+from .widgets import (CHILD_WIDGETS, editable_fields, form_data, format_value, input_value, layout_of, options_of,
+                      role_options, widget_of)
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
@@ -576,6 +576,8 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
         fname = e.get("field")
         if fname in form.fields and fname not in hidden:
             errs.setdefault(fname, []).append(e.get("message", ""))
+        elif fname and "[" in fname and fname.split("[")[0] in form.fields:
+            continue                  # a child row's cell: shown in the row
         else:
             general.append((col_label(form, fname.split(".")[0].split("[")[0], lang) + "：" if fname and fname.split("[")[0] in form.fields else "") + e.get("message", ""))
     for fname, msgs in errs.items():
@@ -601,8 +603,13 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
                 fv["value"] = raw[name]
             else:
                 fv["value"] = input_value(f, merged.get(name), uow.app.tz)
-            if not is_input and creating and merged.get(name) in (None, "", []) and w != "child_table":
+            if not is_input and creating and merged.get(name) in (None, "", []):
                 continue          # maintained by the system (scores, timestamps...): nothing to show on a new record
+            if is_input and w == "child_table":
+                fv["editor"] = child_editor(uow, form, f, rec, (raw or {}).get(name), errors, lang)
+                fv["wide"] = True
+                fields.append(fv)
+                continue
             if not is_input:
                 cell = disp.value(name, merged) if merged.get(name) not in (None, "", []) else {"text": ""}
                 fv["display"] = cell.get("text", "")
@@ -658,6 +665,52 @@ def _widget_extras(uow, form: FormDef, f, fv: dict, merged: Mapping, lang: str, 
         fv["current"] = {"value": str(v), "label": user_names(uow).get(str(v), str(v))} if v else None
         fv["search_url"] = f"{base}/_user/{f.name}"
         fv["options"] = user_options(uow, f, "", limit=20)
+
+
+def child_editor(uow, form: FormDef, f, rec: Mapping | None, raw_rows: list | None, errors: list, lang: str) -> dict:
+    """Rows of an editable child table: existing rows, or the rows just submitted."""
+    import re
+    child = uow.app.forms.get(f.target_form)
+    if child is None:
+        return {"cols": [], "rows": []}
+    hidden = grant(form, uow.user, "read").hidden
+    cols = []
+    for n, cf in child.fields.items():
+        w = widget_of(cf)
+        if not cf.stored and cf.type != "formula":
+            continue
+        editable = not cf.readonly and w in CHILD_WIDGETS
+        col = {"name": n, "label": label(cf.label, lang, n), "widget": w if editable else "display",
+               "required": cf.required, "num": w == "number" or cf.type in ("formula", "currency", "decimal")}
+        if w in ("select", "radio") and editable:
+            col["widget"] = "select"
+            col["options"] = options_of(cf, lang)
+        cols.append(col)
+    cell_errors: dict[tuple[int, str], str] = {}
+    for e in errors or []:
+        m = re.match(re.escape(f.name) + r"\[(\d+)\]\.(\w+)$", str(e.get("field") or ""))
+        if m:
+            cell_errors[(int(m.group(1)), m.group(2))] = e.get("message", "")
+    rows = []
+    if raw_rows is not None:
+        source = [(r, None) for r in raw_rows]
+    elif rec is not None and rec.get("id"):
+        source = [(None, r) for r in _svc(uow.runtime).children(uow, form, f.name, rec["id"])]
+    else:
+        source = []
+    disp = Display(uow, child, lang)
+    for i, (raw, stored) in enumerate(source):
+        cells = []
+        for c in cols:
+            cf = child.fields[c["name"]]
+            if raw is not None:
+                value = raw.get(c["name"], "")
+            else:
+                value = input_value(cf, stored.get(c["name"]), uow.app.tz)
+            text = disp.value(c["name"], stored)["text"] if stored is not None and c["widget"] == "display" else ""
+            cells.append({"col": c, "value": value, "text": text, "error": cell_errors.get((i, c["name"]))})
+        rows.append({"i": i, "cells": cells})
+    return {"cols": cols, "rows": rows, "field": f.name, "min": f.spec.get("min_rows"), "max": f.spec.get("max_rows")}
 
 
 def cascade_tree(uow, f) -> list:
@@ -792,7 +845,7 @@ def _save(request, rt, user, lang, app_name, form_name, record_id, submitted):
         hidden = grant(form, user, "read").hidden | g.hidden
         names = [n for n in editable_fields(form, hidden, g.readonly, old is None)
                  if n in set(str(submitted.get("_fields") or "").split(","))]
-        data, raw = form_data(form, submitted, names)
+        data, raw = form_data(form, submitted, names, _children(uow, form))
         if old is not None:
             # only what changed: read-only-when fields left as they were don't trip the service
             data = {k: v for k, v in data.items() if _changed(form, k, v, old, uow)}
@@ -813,8 +866,15 @@ def _save(request, rt, user, lang, app_name, form_name, record_id, submitted):
     return redirect(f"/apps/{app_name}/forms/{form_name}/{rid}?saved=1", request)
 
 
+def _children(uow, form: FormDef) -> dict[str, FormDef]:
+    return {n: uow.app.forms[f.target_form] for n, f in form.fields.items()
+            if f.type == "child_table" and f.target_form in uow.app.forms}
+
+
 def _changed(form: FormDef, name: str, value: Any, old: Mapping, uow) -> bool:
     f = form.fields[name]
+    if f.type == "child_table":
+        return True               # the rows are replaced as a whole
     spec = dict(f.spec)
     spec["_tz"] = uow.app.tz
     try:

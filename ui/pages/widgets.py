@@ -39,7 +39,8 @@ KNOWN = {"text", "textarea", "number", "slider", "rating", "switch", "date", "ti
          "multiselect", "radio", "checkboxes", "cascade", "tel", "email", "url", "user", "link", "child_table",
          "file", "readonly", "tags", "json"}
 LIST_WIDGETS = {"multiselect", "checkboxes"}
-NOT_INPUT = {"readonly", "child_table", "file"}
+NOT_INPUT = {"readonly", "file"}
+CHILD_WIDGETS = {"text", "tel", "email", "url", "number", "date", "datetime", "time", "select", "radio", "switch", "textarea", "tags"}
 
 
 def widget_of(f: FieldDef) -> str:
@@ -182,12 +183,50 @@ def editable_fields(form: FormDef, hidden: Iterable[str], readonly: Iterable[str
     return out
 
 
-def form_data(form: FormDef, submitted, names: Iterable[str]) -> tuple[dict, dict]:
+class _RowForm:
+    """One submitted child row (``items.3.qty``...) seen like a form of its own."""
+
+    def __init__(self, submitted, prefix: str):
+        self.s, self.p = submitted, prefix
+
+    def get(self, name, default=None):
+        return self.s.get(self.p + name, default)
+
+    def getlist(self, name):
+        return self.s.getlist(self.p + name)
+
+
+def child_rows(child: FormDef, submitted, field: str, hidden=frozenset()) -> tuple[list[dict], list[dict]]:
+    """Rows of a child table from ``<field>.<i>.<column>`` inputs, in row order."""
+    import re
+    indices = sorted({int(m.group(1)) for k in submitted.keys()
+                      for m in [re.match(re.escape(field) + r"\.(\d+)\._row$", k)] if m})
+    rows, raws = [], []
+    for i in indices:
+        rf = _RowForm(submitted, f"{field}.{i}.")
+        row, raw = {}, {}
+        for name, cf in child.fields.items():
+            if name in hidden or cf.readonly or widget_of(cf) not in CHILD_WIDGETS:
+                continue
+            row[name] = submitted_value(cf, rf)
+            raw[name] = bool(row[name]) if widget_of(cf) == "switch" else ("" if rf.get(name) is None else str(rf.get(name)))
+        rows.append(row)
+        raws.append(raw)
+    return rows, raws
+
+
+def form_data(form: FormDef, submitted, names: Iterable[str], children: Mapping[str, FormDef] | None = None) -> tuple[dict, dict]:
     """(values for the record service, raw values to redraw the form with)."""
     data: dict[str, Any] = {}
     raw: dict[str, Any] = {}
     for name in names:
         f = form.fields[name]
+        if widget_of(f) == "child_table":
+            child = (children or {}).get(name)
+            if child is None or str(submitted.get(f"{name}._present") or "") != "1":
+                continue
+            data[name], raw[name] = child_rows(child, submitted, name)
+            continue
         value = submitted_value(f, submitted)
         data[name] = value
         w = widget_of(f)

@@ -99,6 +99,34 @@
     window.location.assign(url.toString());
   });
 
+  // ---- child tables: add / remove rows --------------------------------------------
+  doc.addEventListener("click", function (e) {
+    var add = e.target.closest && e.target.closest("[data-add-row]");
+    if (add) {
+      var box = doc.querySelector('[data-child-editor="' + CSS.escape(add.getAttribute("data-add-row")) + '"]');
+      var tpl = box && box.querySelector("template");
+      if (!tpl) return;
+      var n = parseInt(add.getAttribute("data-next-index") || "0", 10);
+      add.setAttribute("data-next-index", String(n + 1));
+      var html = tpl.innerHTML.replace(/__i__/g, String(n));
+      var tbody = box.querySelector("tbody");
+      var holder = doc.createElement("tbody");
+      holder.innerHTML = html;
+      var row = holder.querySelector("tr");
+      tbody.appendChild(row);
+      var first = row.querySelector("input:not([type=hidden]), select");
+      if (first) first.focus();
+      return;
+    }
+    var rm = e.target.closest && e.target.closest("[data-remove-row]");
+    if (rm) {
+      var tr = rm.closest("tr");
+      var form = tr.closest("form");
+      tr.remove();
+      if (form && form.hasAttribute("data-form-state")) schedule(form, 30);
+    }
+  });
+
   // ---- task inbox: remove a handled task ----------------------------------------
   doc.addEventListener("loom:task-done", function (e) {
     var id = e.detail && (e.detail.value || e.detail.id);
