@@ -371,8 +371,12 @@ class ReportService:
         return Chart("table")
 
     def chart(self, uow, report: str, params: Mapping[str, Any] | None = None, *, chart: Chart | None = None,
-              title: str | None = None, cache: dict | None = None) -> dict:
-        """The report as an ECharts option; ``cache`` shares one run between widgets of the same report."""
+              title: str | None = None, cache: dict | None = None, drill_base: str | None = None) -> dict:
+        """The report as an ECharts option.
+
+        ``cache`` shares one run between widgets of the same report; ``drill_base`` replaces the
+        drill URL's path (default: the JSON API route) -- an HTML page can point clicks at itself.
+        """
         rd = self.definition(uow.app, report)
         spec = chart or self.default_chart(rd)
         long = spec.kind != "pivot"
@@ -390,14 +394,16 @@ class ReportService:
         option = kind.option(inp)
         loom = option.setdefault("loom", {})
         loom.update({"report": rd.name, "kind": spec.kind, "title": title or rd.label.get(uow.lang),
-                     "drill": self.drill_template(uow, rd, res.meta.get("params") or {}, kind.drill_keys(inp)),
+                     "drill": self.drill_template(uow, rd, res.meta.get("params") or {}, kind.drill_keys(inp), drill_base),
                      "data_url": f"/api/apps/{uow.app.name}/reports/{rd.name}"})
         if res.meta.get("truncated"):
             loom["truncated"] = True
         return option
 
-    def drill_template(self, uow, rd: ReportDef, applied: Mapping[str, Any], keys: Mapping[str, str]) -> str:
-        base = f"/api/apps/{quote(uow.app.name)}/reports/{quote(rd.name)}/drill"
+    def drill_template(self, uow, rd: ReportDef, applied: Mapping[str, Any], keys: Mapping[str, str],
+                       base: str | None = None) -> str:
+        """``<base>?<the report's parameters>&<dimension>={name}...`` for the front-end's data-drill."""
+        base = (base or "/api/apps/{app}/reports/{report}/drill").format(app=quote(uow.app.name), report=quote(rd.name))
         taken = set(keys.values())
         query = urlencode({k: v for k, v in applied.items() if v not in (None, "") and k not in taken})
         parts = [query] if query else []
@@ -406,7 +412,8 @@ class ReportService:
         return base + ("?" + "&".join(parts) if parts else "")
 
     # -- dashboards ---------------------------------------------------------------
-    def dashboard(self, uow, name: str, params: Mapping[str, Any] | None = None) -> dict:
+    def dashboard(self, uow, name: str, params: Mapping[str, Any] | None = None, *, drill_base: str | None = None) -> dict:
+        """``drill_base`` as for :meth:`chart`, with ``{app}`` and ``{report}`` placeholders."""
         db = self.dashboard_def(uow.app, name)
         lang = uow.lang
         if not self._role_ok(uow, db.roles):
@@ -428,7 +435,7 @@ class ReportService:
             item = {"report": rd.name, "title": title, "width": w.width, "height": w.height,
                     "kind": (w.chart or self.default_chart(rd)).kind, "data_url": f"/api/apps/{uow.app.name}/reports/{rd.name}"}
             try:
-                option = self.chart(uow, rd.name, wparams, chart=w.chart, title=None, cache=cache)
+                option = self.chart(uow, rd.name, wparams, chart=w.chart, title=None, cache=cache, drill_base=drill_base)
             except Forbidden:
                 continue                      # the user can't read the widget's form: the widget is left out
             except (ReportError, RecordInvalid) as exc:

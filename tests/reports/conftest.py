@@ -224,6 +224,10 @@ reports:
     dimensions: [dealer.province]
     measures: {leads: count}
     chart: {kind: map}
+  - name: my_dealer
+    source: lead
+    filters: [{field: dealer.code, param: dealer_code, default: current_user.dealer}]
+    measures: {leads: count}
   - name: secret
     source: lead
     roles: [manager]

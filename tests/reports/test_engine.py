@@ -165,6 +165,14 @@ def test_dealer_scoped_user_sees_only_its_rows(crm):
     assert run(crm, "lead_funnel", user="d1")["rows"][0] == ["new", 3, 1.0, 1.0]
 
 
+def test_parameter_default_from_the_user(crm):
+    add_user(crm, "d3", ["dealer_manager"], {"dealer": "D003"})
+    add_user(crm, "boss", ["manager"])
+    assert run(crm, "my_dealer", user="d3")["rows"] == [[3]]                        # D003: L4 L5 L8
+    assert run(crm, "my_dealer", {"dealer_code": "D002"}, user="boss")["rows"] == [[2]]
+    assert run(crm, "my_dealer", user="boss")["rows"] == [[8]]                      # no dealer attribute: no filter
+
+
 def test_report_roles_and_hidden_fields_are_enforced(crm):
     add_user(crm, "d1", ["dealer_user"], {"dealer": "D001"})
     add_user(crm, "boss", ["manager"])
@@ -238,6 +246,8 @@ def test_charts(crm):
         fun = svc.chart(uow, "lead_funnel", {})
         assert fun["series"][0]["type"] == "funnel" and [d["name"] for d in fun["series"][0]["data"]] == ["新线索", "已联系", "试驾", "成交"]
         assert fun["loom"]["drill"].endswith("drill?stage={name}")
+        page = svc.chart(uow, "lead_funnel", {}, drill_base="/apps/{app}/reports/{report}/records")
+        assert page["loom"]["drill"] == "/apps/rep/reports/lead_funnel/records?stage={name}"
         kpi = svc.chart(uow, "lead_kpi", {})
         assert kpi["title"]["text"] == "4" and "300.0%" in kpi["title"]["subtext"] and kpi["loom"]["kpi"]["previous"] == 1
         heat = svc.chart(uow, "region_source", {})
