@@ -16,7 +16,6 @@ from typing import Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.pool import NullPool
 
 DEFAULT_URL = "sqlite:///loom.db"
 
@@ -41,9 +40,11 @@ class Database:
         self.is_sqlite = self.url.startswith("sqlite")
         self._write_lock = threading.RLock()
         if self.is_sqlite:
+            # A pool of connections (closing a WAL connection checkpoints, which
+            # costs milliseconds); each is used by one thread at a time.
             self.engine: Engine = create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 60},
-                poolclass=NullPool if ":memory:" not in self.url else None)
+                pool_size=pool_size, max_overflow=20)
             self._configure_sqlite(self.engine)
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
