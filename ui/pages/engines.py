@@ -99,6 +99,37 @@ def fire_transition(uow: UnitOfWork, form_name: str, record_id: int, name: str, 
     raise NotFound("workflows are not available")
 
 
+def flow_summary(uow: UnitOfWork, form_name: str, record_id: int, lang: str) -> dict | None:
+    """Pending approval and SLA clocks of a record, for the detail page."""
+    flows = _svc(uow, "flows")
+    wf = workflow_for(uow.app, form_name)
+    if flows is None or wf is None or not hasattr(flows, "flow_info"):
+        return None
+    info = flows.flow_info(uow, form_name, record_id)
+    tz = uow.app.tz
+
+    def local(iso):
+        if not iso:
+            return ""
+        import datetime as dt
+        return dt.datetime.fromisoformat(str(iso).replace("Z", "+00:00")).astimezone(tz).strftime("%Y-%m-%d %H:%M")
+
+    slas = []
+    for c in info.get("sla") or []:
+        sd = next((s for s in wf.sla if s.name == c.get("sla")), None)
+        lab = sd.label if sd is not None and sd.label else c.get("sla")
+        slas.append({"label": lab, "status": c.get("status"), "due": local(c.get("due_at")), "breached": c.get("breached"),
+                     "level": c.get("level"), "stopped": local(c.get("stopped_at"))})
+    appr = info.get("pending_approval")
+    approval = None
+    if appr:
+        td = wf.transitions.get(appr.get("transition"))
+        approval = {"label": td.label if td else appr.get("transition"), "mode": appr.get("mode"),
+                    "needed": appr.get("needed"), "votes": appr.get("votes") or [],
+                    "requested_by": appr.get("requested_by"), "at": local(appr.get("requested_at"))}
+    return {"sla": slas, "approval": approval, "journeys": info.get("journeys") or []}
+
+
 # -- tasks ----------------------------------------------------------------------
 
 def task_action(uow: UnitOfWork, task_id: int, action: str, comment: str | None = None, to: str | None = None) -> Any:

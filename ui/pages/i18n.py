@@ -121,6 +121,9 @@ STRINGS: dict[str, tuple[str, str]] = {
     "task_done": ("任务已处理", "Task done"),
     "open_record": ("打开记录", "Open record"),
     "overdue_by": ("已超期", "Overdue"),
+    "approval_pending": ("审批中", "Waiting for approval"),
+    "sla_breached": ("已超时", "Breached"),
+    "sla_met": ("按时完成", "Met"),
     # dashboards
     "dashboard": ("看板", "Dashboard"),
     "refresh": ("刷新", "Refresh"),

@@ -384,12 +384,18 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
         can_delete = grant(form, user, "delete").allowed and _row_allowed(uow, form, record_id, "delete")
         title = record_title(form, rec, lang, uow.app.tz, disp.pii, g.hidden)
         tasks = record_tasks(uow, form.name, record_id, lang)
+        try:
+            flow = engines.flow_summary(uow, form.name, record_id, lang)
+        except Exception:  # noqa: BLE001 - the flow panel is extra information
+            import logging
+            logging.getLogger("loom.pages").exception("flow summary failed")
+            flow = None
     base = f"/apps/{app_name}/forms/{form_name}"
     return render(request, "records/detail.html", {
         "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
         "title": title, "sections": sections, "system": system, "timeline": timeline, "transitions": transitions,
         "can_edit": can_edit, "can_delete": can_delete, "base": base, "record_url": f"{base}/{record_id}",
-        "tasks": tasks, "flash": request.query_params.get("saved"),
+        "tasks": tasks, "flash": request.query_params.get("saved"), "flow": flow,
     })
 
 
