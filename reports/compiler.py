@@ -22,7 +22,7 @@ from engine.definitions import CompileContext, register_step, text
 from engine.problems import one_of, suggest
 
 from .charts import CHARTS
-from .model import (AGGREGATES, BUCKETS, DURATION_UNITS, FORMATS, MEASURE_KINDS, PARAM_OPS, PERIODS,
+from .model import (AGGREGATES, BUCKETS, DURATION_UNITS, FORMATS, MEASURE_KINDS, PARAM_OPS,
                     RESERVED_PARAMS, Chart, Cohort, DashboardDef, Dimension, FieldRef, FixedFilter, Funnel, Measure,
                     Param, Pivot, ReportDef, Widget)
 from .periods import PeriodError, resolve as resolve_period

@@ -14,14 +14,14 @@ import datetime as dt
 from decimal import Decimal
 from typing import Any, Mapping
 
-from sqlalchemy import Float, Table, and_, case, distinct, func, literal, literal_column, null, or_, select, true
+from sqlalchemy import Float, Table, and_, case, distinct, func, literal_column, select
 from sqlalchemy.sql import ColumnElement, Select
 
 from engine.errors import Forbidden, LoomError, RecordInvalid
 
 from .model import DURATION_UNITS, Dimension, FieldRef, Measure, Param, ReportDef
 from .periods import Period, PeriodError, local_today, resolve as resolve_period
-from .sqlfuncs import add_days, as_float, bucket, duration_seconds, json_part, local_time
+from .sqlfuncs import as_float, bucket, duration_seconds, json_part, local_time
 
 NUMERIC_TYPES = {"number", "decimal", "currency", "integer", "percent", "rating", "id"}
 WEEKDAYS = {"zh": ["", "周一", "周二", "周三", "周四", "周五", "周六", "周日"],
@@ -275,7 +275,9 @@ class Builder:
             if ref.type == "date":
                 return dt.date.fromisoformat(s)
             if ref.type == "datetime":
-                return dt.datetime.fromisoformat(s.replace("Z", "+00:00")).astimezone(dt.timezone.utc).replace(tzinfo=None)
+                v = dt.datetime.fromisoformat(s.replace("Z", "+00:00"))
+                v = v if v.tzinfo is not None else v.replace(tzinfo=self.tz)      # a wall-clock time is the app's
+                return v.astimezone(dt.timezone.utc).replace(tzinfo=None)
         except ValueError:
             raise bad_param(name, _t(self.uow.lang, f"“{s}”不是有效的{ref.label.get('zh')}", f"'{s}' is not a valid {ref.type} for '{name}'")) from None
         if ref.options and s not in ref.options:

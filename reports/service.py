@@ -15,16 +15,15 @@ form's ``export`` action).
 """
 from __future__ import annotations
 
-import datetime as dt
 from typing import Any, Iterator, Mapping
 from urllib.parse import quote, urlencode
 
 from sqlalchemy import and_, func, select
 
-from engine.errors import Forbidden, LoomError, NotFound, RecordInvalid
+from engine.errors import Forbidden, NotFound, RecordInvalid
 
 from .charts import CHARTS, ChartInput, Column, Result
-from .model import EMPTY_LABEL, PERIOD_LABELS, Chart, DashboardDef, Dimension, ReportDef
+from .model import Chart, DashboardDef, Dimension, ReportDef
 from .periods import previous
 from .query import Builder, ReportError, _t, plain, weekday_label
 from .sqlfuncs import bucket

@@ -1,8 +1,6 @@
 """Report results against hand-computed values (see the table in conftest.py), on SQLite and PostgreSQL."""
 from __future__ import annotations
 
-import datetime as dt
-
 import pytest
 
 from engine.errors import Forbidden, LoomError, RecordInvalid
