@@ -72,8 +72,41 @@ class Option:
         return text_of(self.label, lang, str(self.value))
 
 
+_OPTIONS_CACHE: dict[int, tuple[Any, list[Option]]] = {}
+
+
 def options_of(spec: Mapping) -> list[Option]:
-    """The field's options, normalised."""
+    """The field's options, normalised (cached per options list: definitions are immutable)."""
+    raw = spec.get("options")
+    hit = _OPTIONS_CACHE.get(id(raw))
+    if hit is not None and hit[0] is raw:
+        return hit[1]
+    out = _normalise_options(spec)
+    if raw is not None:
+        if len(_OPTIONS_CACHE) > 10_000:
+            _OPTIONS_CACHE.clear()
+        _OPTIONS_CACHE[id(raw)] = (raw, out)   # keeps ``raw`` alive, so its id can't be reused
+    return out
+
+
+_EXACT_CACHE: dict[int, tuple[Any, dict]] = {}
+
+
+def _exact_values(spec: Mapping) -> dict:
+    """``str(value) -> canonical value`` for the fast path of :func:`match_option`."""
+    raw = spec.get("options")
+    hit = _EXACT_CACHE.get(id(raw))
+    if hit is not None and hit[0] is raw:
+        return hit[1]
+    table = {str(o.value): option_value(o, spec) for o in options_of(spec)}
+    if raw is not None:
+        if len(_EXACT_CACHE) > 10_000:
+            _EXACT_CACHE.clear()
+        _EXACT_CACHE[id(raw)] = (raw, table)
+    return table
+
+
+def _normalise_options(spec: Mapping) -> list[Option]:
     out = []
     for item in spec.get("options") or []:
         if isinstance(item, Mapping):
@@ -100,6 +133,10 @@ def options_for(spec: Mapping, parent: Any) -> list[Option]:
 
 def match_option(raw: Any, spec: Mapping) -> Any:
     """Raw input -> the canonical option value, or ``invalid_option``."""
+    if type(raw) is str:
+        exact = _exact_values(spec).get(raw)
+        if exact is not None:
+            return exact
     opts = options_of(spec)
     if isinstance(raw, Mapping) and "value" in raw:      # a UI may send the whole option
         raw = raw["value"]
