@@ -9,7 +9,8 @@ page's drill route, so a click opens the matching records as a list.
 from __future__ import annotations
 
 import urllib.parse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request
 

@@ -10,7 +10,8 @@ transitions / no charts).
 from __future__ import annotations
 
 import inspect
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine.uow import UnitOfWork
 

@@ -6,7 +6,8 @@ Labels that come from an app's definitions (``{zh: ..., en: ...}``) go through
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 LANGS = ("zh", "en")
 

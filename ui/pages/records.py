@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import datetime as dt
 import urllib.parse
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, JSONResponse, Response
@@ -113,7 +114,7 @@ class Display:
         v = rec.get(name)
         if name == "state":
             lab, color = engines.state_label(self.uow.app, self.form.name, v)
-            return {"text": label(lab, self.lang, v or ""), "badge": bool(v), "color": color or _state_tone(v)}
+            return {"text": label(lab, self.lang, v or ""), "badge": bool(v), "color": tone(color, _state_tone(v))}
         if name in ("owner", "created_by"):
             return {"text": self.user_name(v)}
         if name in ("created_at", "updated_at"):
@@ -136,8 +137,22 @@ class Display:
         if f.type in ("select", "radio") and f.spec.get("options"):
             for o in f.spec.get("options") or ():
                 if isinstance(o, Mapping) and str(o.get("value")) == str(v) and o.get("color"):
-                    return {"text": text, "badge": True, "color": o.get("color")}
+                    return {"text": text, "badge": True, "color": tone(o.get("color"))}
         return {"text": text}
+
+
+TONES = {"red": "danger", "orange": "warning", "yellow": "warning", "amber": "warning", "blue": "info", "cyan": "info",
+         "green": "success", "gray": "muted", "grey": "muted", "purple": "info", "black": "neutral"}
+KNOWN_TONES = {"neutral", "info", "success", "warning", "danger", "muted", "draft", "pending", "submitted", "in-progress",
+               "approved", "done", "returned", "on-hold", "rejected", "overdue", "closed", "cancelled"}
+
+
+def tone(color: str | None, fallback: str = "info") -> str:
+    """An option/state colour from the YAML -> a badge tone of the design system."""
+    if not color:
+        return fallback
+    c = str(color).lower()
+    return c if c in KNOWN_TONES else TONES.get(c, fallback)
 
 
 def _state_tone(state: str | None) -> str:

@@ -11,7 +11,8 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-from typing import Any, Iterable, Mapping
+from collections.abc import Mapping
+from typing import Any, Iterable
 
 from forms.model import FieldDef, FormDef
 
