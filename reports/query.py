@@ -120,7 +120,8 @@ class Builder:
         return src
 
     def col(self, ref: FieldRef, counted: bool = False) -> ColumnElement:
-        name = ref.field + "__bi" if (ref.pii and counted) else ref.field
+        from forms.tables import bi_column
+        name = bi_column(ref.field) if (ref.pii and counted) else ref.field
         if ref.link is None:
             return self.t.c[name]
         return self.join(ref.link).c[name]
