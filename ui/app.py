@@ -21,6 +21,8 @@ from engine.errors import LoomError, RecordInvalid
 from engine.expressions import ExpressionError
 from engine.runtime import Runtime
 
+from .openapi import install_openapi
+
 log = logging.getLogger("loom")
 STATIC = Path(__file__).with_name("static")
 
@@ -46,6 +48,7 @@ def create_app(rt: Runtime) -> FastAPI:
         app.mount("/static", StaticFiles(directory=STATIC), name="static")
     _errors(app)
     _security_headers(app)
+    install_openapi(app)
     return app
 
 

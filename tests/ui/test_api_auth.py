@@ -62,3 +62,13 @@ def test_no_traceback_on_bad_json(api):
     r = api.http.post("/api/apps/mini/customer", content=b"{not json", headers={**headers, "Content-Type": "application/json"})
     assert r.status_code == 422
     assert "Traceback" not in r.text and r.json()["errors"]
+
+
+def test_openapi_documents_each_forms_fields(api):
+    install(api.rt, read_package(FIXTURES / "mini_app"))
+    doc = api.http.get("/openapi.json").json()
+    schema = doc["components"]["schemas"]["mini.customer.input"]
+    assert schema["required"] == ["name"]
+    assert schema["properties"]["region"]["enum"] == ["east", "south", "north", None]
+    assert "/api/apps/mini/ticket" in doc["paths"]
+    assert doc["paths"]["/api/apps/mini/ticket"]["post"]["responses"]["422"]
