@@ -160,8 +160,13 @@ class Records:
             data["old"] = dict(old)
         return data
 
-    def resolver(self, uow: UnitOfWork, form: FormDef, table: Table | None = None):
-        """Map expression names to SQL for ``Expression.to_sql``."""
+    def resolver(self, uow: UnitOfWork, form: FormDef, table: Table | None = None, joins: dict | None = None):
+        """Map expression names to SQL for ``Expression.to_sql``.
+
+        ``link.field`` becomes a column of the linked table: through a LEFT
+        JOIN when the caller collects ``joins`` (link -> alias; the planner can
+        use indexes), else a correlated subquery.
+        """
         table = table if table is not None else self.table(uow.app, form.name)
         user_env = uow.user.env()
         tables = self.tables(uow.app)
@@ -180,6 +185,10 @@ class Records:
                 return table.c[head]
             link = form.fields[head]
             target = tables[link.target_form]
+            if joins is not None:
+                if head not in joins:
+                    joins[head] = target.alias(f"link_{head}")
+                return joins[head].c[path[1]]
             return select(target.c[path[1]]).where(target.c.id == table.c[head]).scalar_subquery()
         return resolve
 
@@ -192,7 +201,13 @@ class Records:
         table = self.table(uow.app, form.name)
         q = self.base_select(uow.app, form, table)
         if not g.all_rows:
-            q = q.where(row_filter_sql(g, self.resolver(uow, form, table), uow.conn.dialect.name, ctx=uow.eval_context()))
+            joins: dict = {}
+            q = q.where(row_filter_sql(g, self.resolver(uow, form, table, joins), uow.conn.dialect.name, ctx=uow.eval_context()))
+            if joins:   # links are many-to-one, so joining them never multiplies rows
+                source = table
+                for link, alias in joins.items():
+                    source = source.outerjoin(alias, alias.c.id == table.c[link])
+                q = q.select_from(source)
         return q, g
 
     def get(self, uow: UnitOfWork, form_name: str, record_id: int, action: str = "read") -> dict:
