@@ -237,9 +237,28 @@ def _seed(rt) -> dict:
     return ids
 
 
+@contextlib.contextmanager
+def _env(**values):
+    """Set environment variables for the duration (module fixtures can't use monkeypatch)."""
+    old = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
 @pytest.fixture(scope="module")
 def site(tmp_path_factory):
-    os.environ.setdefault("LOOM_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
+    with _env(LOOM_SECRET_KEY=os.environ.get("LOOM_SECRET_KEY") or "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="):
+        yield from _site(tmp_path_factory)
+
+
+def _site(tmp_path_factory):
     import uvicorn
 
     from engine.installer import install
@@ -536,10 +555,11 @@ def test_crm_demo_pages(browser, tmp_path_factory):
     from ui.app import create_app
     from ui.cli import install_demo
     from ui.wiring import build_runtime
-    os.environ["LOOM_DEMO_PASSWORD"] = PASSWORD
     root = tmp_path_factory.mktemp("crm")
-    rt = build_runtime(f"sqlite:///{root / 'crm.db'}")
-    install_demo(rt)
+    with _env(LOOM_DEMO_PASSWORD=PASSWORD,
+              LOOM_SECRET_KEY=os.environ.get("LOOM_SECRET_KEY") or "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY="):
+        rt = build_runtime(f"sqlite:///{root / 'crm.db'}")
+        install_demo(rt)
     from engine.auth import list_users
     with rt.db.read() as conn:
         users = list_users(conn)
