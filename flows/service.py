@@ -270,7 +270,7 @@ class FlowService:
             if not ok:
                 raise Conflict(msg(uow, t.guard_message, "") or msg(uow, bilingual(
                     f"不满足执行“{label}”的条件", f"the conditions for '{label}' are not met")))
-        if t.approval is not None and not uow.user.is_system:
+        if t.approval is not None:
             self._request_approval(uow, wf, inst, rec, t, comment, data)
             return records.load(uow, form, record_id)
         return self._change_state(uow, wf, inst, rec, t.target(state), t, comment)

@@ -160,6 +160,8 @@ def stop(uow: Any, wf: WorkflowDef, sla: SlaDef, clock: dict, rec: Mapping[str, 
 
 def on_created(uow: Any, wf: WorkflowDef, rec: Mapping[str, Any]) -> None:
     for sla in wf.sla:
+        if wf.stops(sla, rec.get("state")):
+            continue   # e.g. an imported record that is already closed
         if "created" in sla.start_on or rec.get("state") in sla.start_on:
             existing = clocks_of(uow, wf.form, rec["id"], wf.name)
             if not any(c["sla"] == sla.name for c in existing):

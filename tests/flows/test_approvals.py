@@ -222,3 +222,10 @@ def test_leaving_the_state_cancels_a_pending_approval(rt, package_dir):
         flows._change_state(u, wf, inst, rec, "rework", None, "withdrawn", extra={"transition": "withdraw"})
     assert open_approval_tasks(rt, rid) == {}
     assert history(rt, rid, kind="approval")[-1]["changes"]["event"] == "cancelled"
+
+
+def test_a_rule_firing_an_approval_transition_requests_the_approval(rt, package_dir):
+    make(rt, package_dir, "any")
+    rid = new_ticket(rt)
+    transition(rt, rid, "submit")                                  # as the system (e.g. the rules action)
+    assert load(rt, rid)["state"] == "draft" and set(open_approval_tasks(rt, rid)) == {"m1", "m2", "amy"}

@@ -158,3 +158,13 @@ def test_changing_the_severity_moves_the_due_time(rt, app):
     assert load(rt, rid)["response_due_at"] == local(2026, 11, 23, 11, 0)
     tick(rt, local(2026, 11, 23, 11, 1))
     assert load(rt, rid)["escalation_level"] == 1
+
+
+def test_an_imported_closed_record_starts_no_clock(rt, app):
+    with uow(rt) as u:
+        rec = u.service("records").create(u, "ticket", {"subject": "old", "severity": "critical", "state": "closed"}, trusted=True)
+    assert load(rt, rec["id"])["state"] == "closed"
+    with rt.db.read() as conn:
+        assert conn.execute(select(T.sla_clocks).where(T.sla_clocks.c.record_id == rec["id"])).all() == []
+    tick(rt, local(2026, 12, 1, 12, 0))
+    assert load(rt, rec["id"])["escalation_level"] is None
