@@ -261,7 +261,11 @@ def candidates(rc: RunContext, p: AssignParams) -> list[User]:
             if rc.truthy(p.where, uenv):
                 kept.append(u)
         users = kept
-    away = _away(rc.uow.conn, [u.username for u in users], rc.uow.now)
+    if p.users is not None:
+        away = _away(rc.uow.conn, [u.username for u in users], rc.uow.now)
+    else:   # role_users() read away_until with the users
+        now = to_db(rc.uow.now)
+        away = {n for n, until in rc.__dict__.get("_away", {}).items() if until > now}
     users = [u for u in users if u.username not in away]
     if p.strategy == "working_hours":
         users = [u for u in users if on_duty(rc.app, u.attrs.get("calendar") or p.calendar or "default", rc.uow.now)]

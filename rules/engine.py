@@ -33,7 +33,7 @@ from engine.expressions import ExpressionError
 from .actions import execute
 from .actions.base import ActionError, RunContext, expr_paths, jsonable
 from .model import RuleDef, RuleSet
-from .triggers import (CRON_TIMER, DATE_TIMER, date_key, schedule_date_rule, schedule_next_cron)
+from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, schedule_next_cron
 
 log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
@@ -58,8 +58,9 @@ class RuleEngine:
         rs = self.ruleset(uow.app)
         if not rs.by_event:
             return
-        for rule in rs.for_event("date", event.form):
-            schedule_date_rule(uow, rule, event.record, reschedule=False)
+        dated = [r for r in rs.for_event("date", event.form) if event.record.get(r.trigger.date_field) is not None]
+        if dated:
+            schedule_date_rules(uow, dated, event.record)
         self._run_all(uow, rs.for_event("record.created", event.form), event.form, event.record, "created",
                       occurrence="created", changed=event.changed)
 
@@ -71,9 +72,10 @@ class RuleEngine:
             release_claims(uow, event.form, event.record["id"], keep_user=event.record.get("owner"))
         if not rs.by_event:
             return
-        for rule in rs.for_event("date", event.form):
-            if rule.trigger.date_field in changed:
-                schedule_date_rule(uow, rule, event.record, reschedule=True)
+        dated = [r for r in rs.for_event("date", event.form) if r.trigger.date_field in changed]
+        if dated:
+            had = [r for r in dated if event.old is None or event.old.get(r.trigger.date_field) is not None]
+            schedule_date_rules(uow, dated, event.record, reschedule=had)
         rules = [r for r in rs.for_event("record.updated", event.form)
                  if r.trigger.kind == "updated" or set(r.trigger.fields) & changed]
         if rules:
@@ -110,51 +112,70 @@ class RuleEngine:
     def _run_all(self, uow: Any, rules: Any, form: str, record: Mapping, trigger: str, *, occurrence: str,
                  old: Mapping | None = None, event: Mapping | None = None, changed: Any = None,
                  history: bool = True) -> None:
+        """Fire ``rules`` in order on one event.  Changes they stage on the record are carried from
+        rule to rule (each sees the others' values) and written with one update at the end."""
         current = dict(record)
+        carry: RunContext | None = None
+        logs: list[dict] = []
         for rule in rules:
-            outcome, current = self._fire(uow, rule, form, current, trigger=trigger, occurrence=occurrence, old=old,
-                                          event=event, changed=changed, history=history)
+            outcome, current, rc = self._fire(uow, rule, form, current, trigger=trigger, occurrence=occurrence, old=old,
+                                              event=event, changed=changed, history=history, carry=carry, flush=False,
+                                              logs=logs)
+            carry = rc if rc is not None else carry
+        if logs:
+            uow.conn.execute(P.rule_log.insert(), logs)
+        if carry is not None:
+            carry.flush()
 
     # -- firing ----------------------------------------------------------
     def fire(self, uow: Any, rule: RuleDef, form: str | None, record: Mapping | None, *, trigger: str,
              occurrence: str, old: Mapping | None = None, payload: Any = None, event: Mapping | None = None,
              changed: Any = None) -> str:
         """Run one rule now; return 'fired', 'skipped' or 'error' (actions' failures raise)."""
-        outcome, _ = self._fire(uow, rule, form, dict(record or {}), trigger=trigger, occurrence=occurrence, old=old,
-                                payload=payload, event=event, changed=changed)
+        outcome, _, _ = self._fire(uow, rule, form, dict(record or {}), trigger=trigger, occurrence=occurrence, old=old,
+                                   payload=payload, event=event, changed=changed)
         return outcome
 
     def _fire(self, uow: Any, rule: RuleDef, form: str | None, record: dict, *, trigger: str, occurrence: str,
               old: Mapping | None = None, payload: Any = None, event: Mapping | None = None, changed: Any = None,
-              history: bool = True) -> tuple[str, dict]:
+              history: bool = True, carry: RunContext | None = None, flush: bool = True,
+              logs: list | None = None) -> tuple[str, dict, Any]:
         rc = RunContext(uow, form, record, trigger=trigger, source=rule.name, occurrence=f"{rule.name}:{occurrence}",
                         old=old, payload=payload, event=event, changed=changed)
+        if carry is not None:        # values staged by earlier rules on this event, not written yet
+            rc.pending, rc.pending_system = carry.pending, carry.pending_system
+            rc._users, rc._links = carry._users, carry._links
         inputs: dict = {}
         if rule.when is not None:
             env = rc.env()
             try:
                 ok = rule.when.evaluate(env, rc.eval_ctx())
             except ExpressionError as exc:
-                self._log(uow, rule, rc, trigger, "error", {"error": f"condition: {exc.message}"}, [], history=False)
+                self._log(uow, rule, rc, trigger, "error", {"error": f"condition: {exc.message}"}, [], history=False,
+                          logs=logs)
                 log.warning("rule %s: condition failed on %s %s: %s", rule.name, form, rc.record_id, exc.message)
-                return "error", rc.record
+                return "error", rc.record, rc
             if not ok:
-                return "skipped", rc.record
+                return "skipped", rc.record, rc
             inputs = _inputs(rule, env, rc.formdef)
         try:
-            done = execute(rc, rule.actions)
+            done = execute(rc, rule.actions, flush=flush)
         except ActionError as exc:
             msg = exc.message if f"rule '{rule.name}'" in exc.message else f"rule '{rule.name}': {exc.message}"
             raise ActionError(msg) from exc
-        self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history)
-        return "fired", rc.record
+        self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history, logs=logs)
+        return "fired", rc.record, rc
 
     def _log(self, uow: Any, rule: RuleDef, rc: RunContext, trigger: str, outcome: str, inputs: dict,
-             done: list, history: bool = True) -> None:
+             done: list, history: bool = True, logs: list | None = None) -> None:
+        """One row in loom_rule_log (batched into ``logs`` when given) and a ``rule`` line on the timeline."""
         done_json = jsonable_deep(done)
-        uow.conn.execute(P.rule_log.insert().values(
-            app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
-            trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json))
+        row = dict(app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
+                   trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json)
+        if logs is not None:
+            logs.append(row)
+        else:
+            uow.conn.execute(P.rule_log.insert(), [row])
         if history and rc.form and rc.record_id is not None and outcome == "fired":
             rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule",
                                    {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
@@ -194,8 +215,8 @@ class RuleEngine:
             if record is None:
                 from engine.errors import NotFound
                 raise NotFound(f"webhook '{rule.name}' works on {form} records: send {{\"id\": <{form} id>, ...}} of an existing record")
-        outcome, rec = self._fire(uow.deeper(), rule, form, record or {}, trigger="webhook", payload=payload,
-                                  occurrence=f"webhook:{delivery}")
+        outcome, rec, _ = self._fire(uow.deeper(), rule, form, record or {}, trigger="webhook", payload=payload,
+                                     occurrence=f"webhook:{delivery}")
         return {"rule": rule.name, "outcome": outcome, "record": rec.get("id") if rec else None}
 
     # -- reading the log ---------------------------------------------------

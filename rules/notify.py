@@ -237,11 +237,28 @@ def _contact_recipient(form: str, rec: Mapping[str, Any]) -> Recipient:
     return Recipient("customer", f"{form}:{rec.get('id')}", str(name), rec.get("language"), contact=dict(rec), form=form)
 
 
-def users_with_role(rc: RunContext, role: str, where: Any) -> list[User]:
+def role_users(rc: RunContext, role: str) -> list[User]:
+    """Active users with ``role`` (one query per run); their ``away_until`` goes to ``rc._away``."""
     cache = rc.__dict__.setdefault("_role_users", {})
     if role not in cache:
-        cache[role] = list_users(rc.uow.conn, role=role)
-    users = cache[role]
+        u = P.users
+        away = rc.__dict__.setdefault("_away", {})
+        found = []
+        for row in rc.uow.conn.execute(select(u.c.username, u.c.roles, u.c.attrs, u.c.display_name, u.c.language,
+                                              u.c.away_until).where(u.c.active.is_(True)).order_by(u.c.username)):
+            if role in (row.roles or ()):
+                user = User(row.username, frozenset(row.roles or ()), dict(row.attrs or {}), row.display_name,
+                            row.language, True)
+                found.append(user)
+                rc._users.setdefault(row.username, user)
+                if row.away_until is not None:
+                    away[row.username] = row.away_until
+        cache[role] = found
+    return cache[role]
+
+
+def users_with_role(rc: RunContext, role: str, where: Any) -> list[User]:
+    users = role_users(rc, role)
     if where is None:
         return list(users)
     record_env = rc.env().get("record")

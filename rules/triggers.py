@@ -228,6 +228,38 @@ def schedule_or_revive(conn: Any, *, app: str, kind: str, key: str, due_at: dt.d
         status="pending", due_at=to_db(due_at), attempts=0, last_error=None, payload=payload)).rowcount > 0
 
 
+def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], reschedule: Any = ()) -> list[str]:
+    """(Re)schedule several date rules' timers for one record with one INSERT; ``reschedule``: the
+    rules whose old timers must be cancelled first."""
+    app = uow.app.name
+    rid = record.get("id")
+    if rid is None:
+        return []
+    rows = []
+    for rule in rules:
+        if rule in reschedule:
+            cancel(uow.conn, app=app, kind=DATE_TIMER, key_prefix=date_key_prefix(app, rule.name, rule.trigger.form, rid))
+        value = record.get(rule.trigger.date_field)
+        due = date_due(uow.app, rule.trigger, value)
+        if due is None or due < uow.now:
+            continue
+        rows.append(dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, value)[:255], due_at=to_db(due),
+                         payload={"rule": rule.name}, form=rule.trigger.form, record_id=rid, status="pending", attempts=0))
+    if not rows:
+        return []
+    if uow.conn.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    stmt = insert(P.timers).values(rows).on_conflict_do_nothing(index_elements=["key"]).returning(P.timers.c.key)
+    added = {r[0] for r in uow.conn.execute(stmt)}
+    for row in rows:
+        if row["key"] not in added:   # a cancelled timer with this key: the date was set back to an old value
+            schedule_or_revive(uow.conn, app=app, kind=DATE_TIMER, key=row["key"], due_at=from_db(row["due_at"]),
+                               payload=row["payload"], form=row["form"], record_id=rid)
+    return [r["key"] for r in rows]
+
+
 def schedule_date_rule(uow: Any, rule: Any, record: Mapping[str, Any], reschedule: bool) -> str | None:
     """(Re)schedule ``rule``'s timer for ``record``; return the key scheduled, if any."""
     app = uow.app.name

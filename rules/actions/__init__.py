@@ -93,7 +93,9 @@ def who(source: str) -> str:
     return source if ":" in source else f"rule '{source}'"
 
 
-def execute(rc: RunContext, actions: Iterable[CompiledAction]) -> list[dict]:
+def execute(rc: RunContext, actions: Iterable[CompiledAction], flush: bool = True) -> list[dict]:
+    """Run ``actions``; staged changes to the record are written at the end (``flush=False``: left
+    staged in ``rc`` for the caller, which writes the changes of several rules with one update)."""
     for a in actions:
         action = ACTIONS[a.kind]
         if a.when is not None and not rc.truthy(a.when):
@@ -106,5 +108,6 @@ def execute(rc: RunContext, actions: Iterable[CompiledAction]) -> list[dict]:
             raise ActionError(f"{who(rc.source)}, action '{a.kind}' at {a.where}: {exc.message}") from exc
         if result is not None:
             rc.done.append({"action": a.kind, **result})
-    rc.flush()
+    if flush:
+        rc.flush()
     return rc.done

@@ -557,8 +557,16 @@ def build_env(rc: RunContext, record: Mapping[str, Any], form: str | None) -> di
     else:
         fd = None
         env = {"record": dict(record), "current_user": uow.user.env(), "settings": dict(uow.app.settings)}
-    owner = rc.user(record.get("owner")) if record.get("owner") else None
-    env["owner_user"] = owner.env() if owner is not None else None
+    owner_name = record.get("owner")
+    if owner_name:
+        from .links import LazyMapping
+
+        def owner_env() -> Mapping | None:
+            owner = rc.user(owner_name)
+            return owner.env() if owner is not None else None
+        env["owner_user"] = LazyMapping(owner_env)
+    else:
+        env["owner_user"] = None
     env["event"] = rc.event
     env["payload"] = rc.payload if rc.payload is not None else {}
     env["created"] = rc.created

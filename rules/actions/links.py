@@ -63,6 +63,31 @@ class LinkRef(int):
 Mapping.register(LinkRef)
 
 
+class LazyMapping(Mapping):
+    """A mapping computed on first use (``owner_user``: no user query unless a rule reads it)."""
+
+    def __init__(self, make: Callable[[], Mapping | None]):
+        self._make = make
+        self._data: Any = _UNSET
+
+    def _get(self) -> Mapping:
+        if self._data is _UNSET:
+            self._data = self._make() or {}
+        return self._data
+
+    def __getitem__(self, key: str) -> Any:
+        return self._get()[key]
+
+    def __iter__(self):
+        return iter(self._get())
+
+    def __len__(self) -> int:
+        return len(self._get())
+
+    def __repr__(self) -> str:
+        return f"LazyMapping({dict(self._get())!r})"
+
+
 def plain(value: Any) -> Any:
     """LinkRef -> int (for writing and JSON)."""
     return int(value) if isinstance(value, LinkRef) else value

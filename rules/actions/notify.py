@@ -11,7 +11,7 @@ class NotifyAction(Action):
     """``notify: {template: lead_assigned, to: owner, channel: sms, delay: 1h}``; see :mod:`rules.notify`."""
 
     name = "notify"
-    flush_before = True
+    flush_before = False     # renders from the staged record; nothing needs to be written first
 
     def compile(self, c: ActionCompiler, spec: Any) -> Any:
         from ..notify import compile_notify

@@ -11,7 +11,7 @@ class WebhookAction(Action):
     """``webhook: {url: https://..., body: {lead: id, phone: phone}, secret_env: CRM_HOOK_SECRET}``; see :mod:`rules.webhooks`."""
 
     name = "webhook"
-    flush_before = True
+    flush_before = False     # the body is taken from the staged record; delivery happens after commit
 
     def compile(self, c: ActionCompiler, spec: Any) -> Any:
         from ..webhooks import compile_webhook
