@@ -30,7 +30,23 @@ def schema_for(kind: str) -> dict:
 
 @lru_cache(maxsize=None)
 def validator_for(kind: str) -> Draft202012Validator:
-    return Draft202012Validator(schema_for(kind))
+    """A validator over the schema with its local ``$ref``s inlined: resolving
+    references on every value was half of the validation time."""
+    schema = schema_for(kind)
+    inlined = {k: v for k, v in _inline(schema, schema.get("$defs", {})).items() if k != "$defs"}
+    return Draft202012Validator(inlined)
+
+
+def _inline(node: Any, defs: dict, depth: int = 0) -> Any:
+    if isinstance(node, dict):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and ref.startswith("#/$defs/") and depth < 16:
+            target = defs[ref.rsplit("/", 1)[1]]
+            return _inline({**target, **{k: v for k, v in node.items() if k != "$ref"}}, defs, depth + 1)
+        return {k: _inline(v, defs, depth) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_inline(v, defs, depth) for v in node]
+    return node
 
 
 def schema_problems(kind: str, data: Any) -> Iterator[tuple[tuple, bool, str]]:
