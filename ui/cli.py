@@ -263,5 +263,31 @@ def user_add(ctx: click.Context, name: str, roles: tuple, attrs: tuple, password
                + (f" {attrs_txt}" if attrs_txt else ""))
 
 
+@main.group()
+def keys() -> None:
+    """Manage the keys that encrypt personal data."""
+
+
+@keys.command("rotate")
+@click.argument("app")
+@click.pass_context
+def keys_rotate(ctx: click.Context, app: str) -> None:
+    """Re-encrypt APP's personal data with the newest key in LOOM_SECRET_KEYS."""
+    from engine.audit import audit
+    from engine.runtime import AppNotFound
+    from forms.keys import rotate_keys
+
+    rt = _runtime(ctx)
+    try:
+        counts = rotate_keys(rt, app)
+    except AppNotFound:
+        raise UserError(f"no app '{app}' is installed") from None
+    with rt.db.write() as conn:
+        audit(conn, rt.clock.now(), os.environ.get("USER", "cli"), "keys.rotate", app=app, details=counts)
+    total = sum(counts.values())
+    click.echo(f"Re-encrypted {total} records with key '{rt.keyring.current}'"
+               + "".join(f"\n  {form}: {n}" for form, n in counts.items()))
+
+
 if __name__ == "__main__":  # pragma: no cover
     main()

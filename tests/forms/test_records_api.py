@@ -123,3 +123,18 @@ def test_check_endpoint_validates_without_saving(api):
     r = api.http.post("/api/apps/mini/customer/_check", json={"name": "乙", "phone": "13600000000"}, headers=h["admin"]).json()
     assert r["ok"] is False and r["errors"][0]["code"] == "unique"
     assert api.http.get("/api/apps/mini/customer", headers=h["admin"]).json()["total"] == 1
+
+
+def test_reads_of_unmasked_pii_are_audited(api):
+    from sqlalchemy import select
+    from engine import platform as P
+    h = setup_app(api)
+    rec = api.http.post("/api/apps/mini/customer", json={"name": "审计", "phone": "13500000000", "region": "east"}, headers=h["admin"]).json()
+    api.http.get(f"/api/apps/mini/customer/{rec['id']}", headers=h["manager"])      # view_pii: audited
+    api.http.get(f"/api/apps/mini/customer/{rec['id']}", headers=h["east"])         # masked: not a PII read
+    api.http.get("/api/apps/mini/customer", headers=h["manager"])
+    with api.rt.db.read() as conn:
+        rows = conn.execute(select(P.audit.c.actor, P.audit.c.record_id, P.audit.c.details)
+                            .where(P.audit.c.action == "pii.read").order_by(P.audit.c.id)).all()
+    assert [(r.actor, r.record_id) for r in rows] == [("boss", rec["id"]), ("boss", rec["id"])]
+    assert rows[1].details["fields"] == ["phone"] and rows[1].details["count"] == 1

@@ -6,8 +6,10 @@ from typing import Any
 from fastapi import APIRouter, Body, Depends, Request
 from fastapi.responses import JSONResponse, Response
 
+from engine.audit import audit
 from engine.auth import User
 from engine.errors import RecordInvalid
+from forms.access import grant
 
 from ..deps import current_user, language, runtime, unit_of_work
 
@@ -29,10 +31,23 @@ def list_records(app: str, form: str, request: Request, user: User = Depends(cur
         svc = _records(rt)
         fd = svc.form(uow.app, form)
         rows, total = svc.list(uow, form, filters=filters, q=q, order=order, limit=limit, offset=offset)
-        from forms.access import grant
         g = grant(fd, user, "read")
         items = [svc.to_json(uow, fd, r, g) for r in rows]
+    _audit_pii_read(rt, user, fd, g, [r["id"] for r in rows])
     return {"items": items, "total": total, "limit": limit, "offset": offset}
+
+
+def _audit_pii_read(rt, user: User, fd, g, ids: list[int]) -> None:
+    """Every read of unmasked personal data is audited (who, which records, which fields)."""
+    shown = [n for n, f in fd.fields.items() if f.pii and n not in g.hidden]
+    if not ids or not shown:
+        return
+    app = rt.app(fd.app)
+    if not any("view_pii" in app.roles[r].permissions for r in user.roles if r in app.roles) and "admin" not in user.roles:
+        return   # masked for this user: nothing personal was read
+    with rt.db.write() as conn:
+        audit(conn, rt.clock.now(), user.username, "pii.read", app=fd.app, form=fd.name,
+              record_id=ids[0] if len(ids) == 1 else None, details={"fields": shown, "ids": ids[:500], "count": len(ids)})
 
 
 @router.post("/{app}/{form}", status_code=201, summary="Create a record")
@@ -81,11 +96,13 @@ def get_record(app: str, form: str, record_id: int, request: Request, user: User
         svc = _records(rt)
         fd = svc.form(uow.app, form)
         rec = svc.get(uow, form, record_id)
-        out = svc.to_json(uow, fd, rec)
+        g = grant(fd, user, "read")
+        out = svc.to_json(uow, fd, rec, g)
         for name, f in fd.fields.items():
             if f.type == "child_table":
                 child = svc.form(uow.app, f.target_form)
                 out[name] = [svc.to_json(uow, child, r) for r in svc.children(uow, fd, name, record_id)]
+    _audit_pii_read(rt, user, fd, g, [record_id])
     return out
 
 
