@@ -24,7 +24,8 @@ Recipients (``to``):
 
 Staff get ``inapp`` messages unless a channel is given and their user
 attributes hold the address (``phone``/``email``/``wechat_id``).  Customers
-get their ``preferred_channel`` (else ``sms``).
+get their ``preferred_channel`` (else ``sms``); when it has no address
+(WeChat preferred, no WeChat id) the message falls back to SMS, then e-mail.
 
 Customer messages also obey the app's rules, and a message that may not go
 out is still written, with status ``suppressed`` and the reason, so the
@@ -419,6 +420,11 @@ def send(rc: RunContext, params: NotifyParams) -> dict | None:
         if channel not in CHANNELS:
             channel = r.default_channel()
         address = r.address(channel)
+        if address is None and params.channel is None and r.kind == "customer":
+            for alt in ("sms", "email"):      # the preferred channel has no address: fall back
+                if r.address(alt):
+                    channel, address = alt, r.address(alt)
+                    break
         lang = r.language if r.language in ("zh", "en") else uow.app.default_language
         try:
             rendered = TEMPLATES.render(uow.app, params.template, channel, lang, template_context(rc, r, lang))
