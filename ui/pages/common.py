@@ -154,10 +154,12 @@ def is_htmx(request: Request) -> bool:
 
 
 def render(request: Request, template: str, ctx: dict | None = None, status: int = 200,
-           headers: dict | None = None) -> HTMLResponse:
-    """Render ``template`` with the shell context (user, menus, language, CSRF)."""
+           headers: dict | None = None, conn=None) -> HTMLResponse:
+    """Render ``template`` with the shell context (user, menus, language, CSRF).
+
+    ``conn``: an open connection (a page's unit of work) the shell may reuse."""
     from .shell import shell_context  # late: shell imports this module
-    data = shell_context(request, (ctx or {}).get("app_name"))
+    data = shell_context(request, (ctx or {}).get("app_name"), conn)
     data.update(ctx or {})
     html = env.get_template(template).render(**data)
     resp = HTMLResponse(html, status_code=status, headers=headers)

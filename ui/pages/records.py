@@ -309,29 +309,29 @@ def list_page(app_name: str, form_name: str, request: Request):
                   "cells": [dict(disp.value(c, r), col=c, link=(c == title_col)) for c in cols]} for r in rows]
         controls = _filter_controls(uow, form, lang, dict(params), g.hidden)
         can_create = grant(form, user, "create").allowed
-    current_order = order or form.list_order
-    headers = []
-    for c in cols:
-        f = form.fields.get(c)
-        sortable = c in SYSTEM_COLUMNS or (f is not None and f.stored and not f.pii and getattr(f.ftype, "sortable", True))
-        direction = "ascending" if current_order == c else "descending" if current_order == f"-{c}" else None
-        nxt = f"-{c}" if current_order == c else c
-        headers.append({"name": c, "label": col_label(form, c, lang), "sortable": sortable, "sort": direction,
-                        "url": _qs(params, order=nxt, page=None), "num": bool(f is not None and widget_of(f) == "number")})
-    pages = max(1, -(-(total or 0) // size))
-    keep = {k: v for k, v in params.multi_items() if k not in ("page",)}
-    return render(request, "records/list.html", {
-        "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name),
-        "rows": table, "headers": headers, "total": total or 0, "page": page, "pages": pages, "size": size,
-        "sizes": PAGE_SIZES, "q": q, "controls": controls, "base": base, "can_create": can_create,
-        "prev_url": _qs(params, page=page - 1) if page > 1 else None,
-        "next_url": _qs(params, page=page + 1) if page < pages else None,
-        "page_links": _page_links(params, page, pages),
-        "columns": [{"name": c, "label": col_label(form, c, lang), "on": c in cols} for c in available],
-        "cols_param": ",".join(cols), "order": order or "", "keep": keep,
-        "exports": _export_links(request, app_name, form_name, request.url.query),
-        "active_filters": {k: v for k, v in filters.items()},
-    })
+        current_order = order or form.list_order
+        headers = []
+        for c in cols:
+            f = form.fields.get(c)
+            sortable = c in SYSTEM_COLUMNS or (f is not None and f.stored and not f.pii and getattr(f.ftype, "sortable", True))
+            direction = "ascending" if current_order == c else "descending" if current_order == f"-{c}" else None
+            nxt = f"-{c}" if current_order == c else c
+            headers.append({"name": c, "label": col_label(form, c, lang), "sortable": sortable, "sort": direction,
+                            "url": _qs(params, order=nxt, page=None), "num": bool(f is not None and widget_of(f) == "number")})
+        pages = max(1, -(-(total or 0) // size))
+        keep = {k: v for k, v in params.multi_items() if k not in ("page",)}
+        return render(request, "records/list.html", {
+            "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name),
+            "rows": table, "headers": headers, "total": total or 0, "page": page, "pages": pages, "size": size,
+            "sizes": PAGE_SIZES, "q": q, "controls": controls, "base": base, "can_create": can_create,
+            "prev_url": _qs(params, page=page - 1) if page > 1 else None,
+            "next_url": _qs(params, page=page + 1) if page < pages else None,
+            "page_links": _page_links(params, page, pages),
+            "columns": [{"name": c, "label": col_label(form, c, lang), "on": c in cols} for c in available],
+            "cols_param": ",".join(cols), "order": order or "", "keep": keep,
+            "exports": _export_links(request, app_name, form_name, request.url.query),
+            "active_filters": {k: v for k, v in filters.items()},
+        }, conn=uow.conn)
 
 
 def _int(v, default: int) -> int:
@@ -405,13 +405,13 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
             import logging
             logging.getLogger("loom.pages").exception("flow summary failed")
             flow = None
-    base = f"/apps/{app_name}/forms/{form_name}"
-    return render(request, "records/detail.html", {
-        "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
-        "title": title, "sections": sections, "system": system, "timeline": timeline, "transitions": transitions,
-        "can_edit": can_edit, "can_delete": can_delete, "base": base, "record_url": f"{base}/{record_id}",
-        "tasks": tasks, "flash": request.query_params.get("saved"), "flow": flow,
-    })
+        base = f"/apps/{app_name}/forms/{form_name}"
+        return render(request, "records/detail.html", {
+            "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
+            "title": title, "sections": sections, "system": system, "timeline": timeline, "transitions": transitions,
+            "can_edit": can_edit, "can_delete": can_delete, "base": base, "record_url": f"{base}/{record_id}",
+            "tasks": tasks, "flash": request.query_params.get("saved"), "flow": flow,
+        }, conn=uow.conn)
 
 
 def _row_allowed(uow, form: FormDef, record_id: int, action: str) -> bool:
@@ -789,7 +789,7 @@ def _form_page(request, uow, form: FormDef, lang: str, rec: Mapping | None, valu
         "app_name": uow.app.name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
         "title": title, "base": base, "action": f"{base}/{rec['id']}/edit" if rec else f"{base}/new",
         "cancel_url": f"{base}/{rec['id']}" if rec else base, "warnings": warnings or [], **data,
-    }, status=status)
+    }, status=status, conn=uow.conn)
 
 
 @router.get("/apps/{app_name}/forms/{form_name}/new")

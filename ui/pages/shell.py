@@ -133,15 +133,17 @@ def open_task_count(rt, user: User, app_name: str | None) -> int:
         return 0
 
 
-def _names_and_count(rt, user: User, app_name: str | None) -> tuple[list[str], int]:
+def _names_and_count(rt, user: User, app_name: str | None, conn=None) -> tuple[list[str], int]:
     """Installed app names and my open task count: one read for the whole shell."""
-    with rt.db.read() as conn:
-        names = [r.name for r in conn.execute(select(P.apps.c.name).order_by(P.apps.c.name))]
-        count = int(conn.execute(_task_count_query(user, app_name)).scalar() or 0) if app_name else 0
+    if conn is None:
+        with rt.db.read() as own:
+            return _names_and_count(rt, user, app_name, own)
+    names = [r.name for r in conn.execute(select(P.apps.c.name).order_by(P.apps.c.name))]
+    count = int(conn.execute(_task_count_query(user, app_name)).scalar() or 0) if app_name else 0
     return names, count
 
 
-def shell_context(request: Request, app_name: str | None = None) -> dict:
+def shell_context(request: Request, app_name: str | None = None, conn=None) -> dict:
     rt = runtime(request)
     user = optional_user(request)
     app = None
@@ -157,7 +159,7 @@ def shell_context(request: Request, app_name: str | None = None) -> dict:
     if user is None:
         return ctx
     current = request.url.path + (("?" + request.url.query) if request.url.query else "")
-    names, count = _names_and_count(rt, user, app.name if app is not None else None)
+    names, count = _names_and_count(rt, user, app.name if app is not None else None, conn)
     apps = user_apps(rt, user, names)
     ctx["apps"] = [{"name": a.name, "title": label(a.title, lang, a.name)} for a in apps]
     if app is None and len(apps) == 1:
