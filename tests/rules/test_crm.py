@@ -94,6 +94,17 @@ def test_scenario_1_lead_assignment_and_follow_up_discipline(api, crm):
     assert [x["rule"] for x in log] == ["score_new_lead", "assign_new_lead", "lead_follow_up_reminder_3d",
                                         "lead_escalation_7d", "lead_back_to_pool_15d"]
 
+    # another consultant claims it (the lead workflow's `claim` -> claim_from_pool): the clock restarts
+    r = api.http.post(f"{url}/{leads[0]['id']}/transitions/claim", headers=h["d001.sc2"], json={})
+    assert r.status_code == 200, r.text
+    got = api.http.get(f"{url}/{leads[0]['id']}", headers=h["root"]).json()
+    assert got["owner"] == "d001.sc2" and got["in_pool"] is False and got["claimed_by_pool"] is True
+    assert got["assigned_at"] == "2026-12-08T02:01:00Z"
+    again = api.http.post(f"{url}/{leads[0]['id']}/transitions/claim", headers=h["d001.sc1"], json={})
+    assert again.status_code in (403, 404, 409), again.text                # no longer in the pool (nor visible)
+    tick(rt, T0 + dt.timedelta(days=18, minutes=2))
+    assert ("d001.sc2", leads[0]["id"]) in {(m["recipient"], m["record_id"]) for m in _messages(rt, "lead_follow_up_reminder")}
+
 
 def test_scenario_3_low_survey_opens_a_complaint(api, crm):
     rt, h = api.rt, crm["h"]
