@@ -219,6 +219,17 @@ class RuleEngine:
                                      occurrence=f"webhook:{delivery}")
         return {"rule": rule.name, "outcome": outcome, "record": rec.get("id") if rec else None}
 
+    # -- for bulk loads --------------------------------------------------
+    def schedule_date_timers(self, uow: Any, form: str | None = None) -> int:
+        """(Re)build date-relative timers for existing records -- after a bulk insert or seed that
+        bypassed events.  Returns the number of timers scheduled (past times are skipped)."""
+        from .triggers import backfill_date_rule
+        n = 0
+        for rule in self.ruleset(uow.app).rules.values():
+            if rule.trigger.kind == "date" and rule.enabled and (form is None or rule.trigger.form == form):
+                n += backfill_date_rule(uow.conn, self.rt, uow.app, rule, uow.now)
+        return n
+
     # -- reading the log ---------------------------------------------------
     def log_for(self, uow: Any, form: str | None = None, record_id: int | None = None, limit: int = 100) -> list[dict]:
         from sqlalchemy import select

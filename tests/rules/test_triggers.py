@@ -263,3 +263,18 @@ def test_incoming_webhook_bearer_token_on_a_record(api, package_dir):
     h = history(rt, "lead", lead["id"])
     assert h[-1]["kind"] == "rule" and h[-1]["actor"] == "system" and h[-1]["changes"]["trigger"] == "webhook"
     assert h[-1]["changes"]["by"] == "mia"
+
+
+def test_schedule_date_timers_after_a_bulk_load(rt, package_dir):
+    """Seeds and imports insert rows without events: the service rebuilds the date timers."""
+    from forms.bulk import bulk_insert  # noqa: F401  (the path that bypasses events)
+    setup_app(rt, package_dir, DATE_RULES)
+    s = Session(rt)
+    with rt.db.write() as conn:
+        conn.execute(rt.services["records"].table(rt.app("shop"), "lead").insert(), [
+            {"name": "a", "assigned_at": T0.replace(tzinfo=None) + dt.timedelta(hours=2)},
+            {"name": "b", "assigned_at": T0.replace(tzinfo=None) - dt.timedelta(days=20)}])
+    assert timers(rt, kind="rules.date") == []
+    with rt.db.write() as conn:
+        assert rt.services["rules"].schedule_date_timers(s.uow(conn)) == 1
+    assert [t["due_at"] for t in timers(rt, kind="rules.date")] == [dt.datetime(2026, 11, 26, 4, 0)]
