@@ -20,12 +20,14 @@ from engine.clock import to_db
 from engine.errors import RecordInvalid
 from engine.uow import UnitOfWork
 
-from .fieldtypes import FieldValueError
+from .fieldtypes import FieldType, FieldValueError
 from .sequences import allocate
 from .model import FormDef
 from .tables import bi_column
 
 BATCH = 2000
+_SYSTEM = frozenset(("state", "owner", "created_at", "updated_at", "created_by"))
+_STAMPS = frozenset(("created_at", "updated_at"))
 
 
 @dataclass
@@ -54,41 +56,58 @@ class BulkWriter:
             spec = dict(f.spec)
             spec["_tz"] = uow.app.tz
             self.specs[n] = spec
+        # one compiled parser per field (spec worked out once), and per column what to do with the value:
+        # (name, parser, pii, to_db or None when it is the identity, the field's spec for to_db)
+        self.parsers = {n: f.ftype.compile_parser(self.specs[n]) for n, f in self.fields.items()}
+        self.columns = {}
+        for n, f in self.fields.items():
+            if n in _SYSTEM:            # system columns win over a field of the same name, as before
+                continue
+            to_db = None if type(f.ftype).to_db is FieldType.to_db else f.ftype.to_db
+            self.columns[n] = (n, self.parsers[n], bool(f.pii), to_db, f.spec)
+        self.skipped = frozenset(n for n in form.fields if n not in self.fields)   # formulas, lookups, numbers
+        self._now_src: Any = None       # uow.now and its db form, worked out again only when uow.now changes
+        self._now_db: Any = None
 
     def convert(self, raw: Mapping[str, Any], row_no: int, errors: list[dict], lang: str = "zh") -> dict | None:
         out: dict[str, Any] = {}
         parsed: dict[str, Any] = {}
         bad = False
+        columns_get = self.columns.get
         for key, value in raw.items():
-            if key in ("state", "owner", "created_at", "updated_at", "created_by"):
-                if key in ("created_at", "updated_at") and value is not None:
-                    value = to_db(value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value)))
-                out[key] = value
-                continue
-            f = self.fields.get(key)
-            if f is None:
-                if key in self.form.fields:
+            col = columns_get(key)
+            if col is None:
+                if key in _SYSTEM:
+                    if key in _STAMPS and value is not None:
+                        value = to_db(value if isinstance(value, dt.datetime) else dt.datetime.fromisoformat(str(value)))
+                    out[key] = value
+                    continue
+                if key in self.skipped:
                     continue
                 errors.append({"row": row_no, "field": key, "code": "unknown_field", "message": f"unknown field '{key}'"})
                 bad = True
                 continue
+            name, parser, pii, to_db_, spec = col
             try:
-                value = f.ftype.parse(value, self.specs[key])
+                value = parser(value)
             except FieldValueError as exc:
                 errors.append({"row": row_no, "field": key, "code": exc.code,
                                "message": exc.message.get(lang) or exc.message.get("en")})
                 bad = True
                 continue
-            parsed[key] = value
+            parsed[name] = value
             if value is None:
-                out[key] = None
-            elif f.pii:
-                out[key] = self.rt.keyring.encrypt(str(value))
-                out[bi_column(key)] = self.rt.keyring.blind_index(str(value))
+                out[name] = None
+            elif pii:
+                keyring = self.rt.keyring
+                out[name] = keyring.encrypt(str(value))
+                out[bi_column(name)] = keyring.blind_index(str(value))
+            elif to_db_ is None:
+                out[name] = value
             else:
-                out[key] = f.ftype.to_db(value, f.spec)
+                out[name] = to_db_(value, spec)
         if self.formulas:
-            env = {k: v for k, v in parsed.items()}
+            env = dict(parsed)
             for f in self.formulas:
                 try:
                     out[f.name] = f.ftype.to_db(f.formula.evaluate(env, self.uow.eval_context()), f.spec)
@@ -100,8 +119,10 @@ class BulkWriter:
                 bad = True
         if bad:
             return None
-        now = to_db(self.uow.now)
-        out.setdefault("created_at", now)
+        now = self.uow.now
+        if now is not self._now_src:
+            self._now_src, self._now_db = now, to_db(now)
+        out.setdefault("created_at", self._now_db)
         out.setdefault("owner", None)
         out.setdefault("state", None)
         out.setdefault("updated_at", out["created_at"])

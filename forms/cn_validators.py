@@ -30,10 +30,15 @@ class CNValidationError(ValueError):
         super().__init__(en)
 
 
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff"), None)
+
+
 def _clean(value: str) -> str:
     """Full-width -> half-width, no zero-width characters, upper case."""
-    value = unicodedata.normalize("NFKC", str(value))
-    return re.sub(r"[\u200b\u200c\u200d\u2060\ufeff]", "", value).strip().upper()
+    value = str(value)
+    if not value.isascii():
+        value = unicodedata.normalize("NFKC", value).translate(_ZERO_WIDTH)
+    return value.strip().upper()
 
 
 # -- resident ID numbers ------------------------------------------------------------------------
@@ -209,18 +214,28 @@ def is_valid_license_plate(value: str) -> bool:
 CN_MOBILE = re.compile(r"1[3-9]\d{9}")
 E164 = re.compile(r"\+[1-9]\d{7,14}")
 PHONE_KINDS = ("mobile", "landline", "service", "international")
+_PHONE_PREFIX = re.compile(r"^(TEL:|电话[:：]?|手机[:：]?)")
+_PHONE_JUNK = re.compile(r"[\s\-()（）.]")
+_CN_MOBILE_INTL = re.compile(r"(?:\+86|0086|86)?(1[3-9]\d{9})")
+_EXTENSION = re.compile(r"(?:转|分机|EXT\.?|X|#)\s*(\d{1,6})$")
+_LANDLINE_EXT = re.compile(r"(\(?0\d{2,3}\)?[\s-]?[2-9]\d{6,7})[\s-](\d{1,6})")
+_LANDLINE_LOCAL = re.compile(r"[2-9]\d{6,7}")
+_CN_MOBILE_86 = re.compile(r"861[3-9]\d{9}")
+_SERVICE_400 = re.compile(r"[48]00\d{7}")
+_SERVICE_SHORT = re.compile(r"9[56]\d{3,6}|1[0-2]\d{3}")
 
 
 def _digits_and_plus(value: str) -> str:
     s = _clean(value)
-    s = re.sub(r"^(TEL:|电话[:：]?|手机[:：]?)", "", s)
+    if s[:1] in ("T", "电", "手"):
+        s = _PHONE_PREFIX.sub("", s)
     return s
 
 
 def normalize_cn_mobile(value: str) -> str:
     """``+86 138-0013-8000`` -> ``13800138000``; raises if not a CN mobile number."""
-    s = re.sub(r"[\s\-()（）.]", "", _digits_and_plus(value))
-    m = re.fullmatch(r"(?:\+86|0086|86)?(1[3-9]\d{9})", s)
+    s = _PHONE_JUNK.sub("", _digits_and_plus(value))
+    m = _CN_MOBILE_INTL.fullmatch(s)
     if not m:
         raise CNValidationError("invalid_phone", "手机号格式不正确，应为11位中国大陆手机号，如 13800138000",
                                 "Not a valid mobile number: expected 11 digits like 13800138000 or +8613800138000")
@@ -237,7 +252,7 @@ def is_cn_mobile(value: str) -> bool:
 
 def validate_e164(value: str) -> str:
     """``+44 20 7946 0958`` / ``0044…`` -> ``+442079460958``."""
-    s = re.sub(r"[\s\-()（）.]", "", _digits_and_plus(value))
+    s = _PHONE_JUNK.sub("", _digits_and_plus(value))
     if s.startswith("00"):
         s = "+" + s[2:]
     if not E164.fullmatch(s):
@@ -252,7 +267,7 @@ def _landline(digits: str, ext: str | None) -> str | None:
         return None
     area_len = 3 if digits[1] in "12" else 4
     area, local = digits[:area_len], digits[area_len:]
-    if not re.fullmatch(r"[2-9]\d{6,7}", local):
+    if not _LANDLINE_LOCAL.fullmatch(local):
         return None
     return f"{area}-{local}" + (f"-{ext}" if ext else "")
 
@@ -268,14 +283,14 @@ def parse_phone(value: str, *, kinds: tuple[str, ...] | list[str] | None = None,
     allowed = tuple(kinds or PHONE_KINDS)
     s = _digits_and_plus(value)
     ext = None
-    m = re.search(r"(?:转|分机|EXT\.?|X|#)\s*(\d{1,6})$", s)
+    m = _EXTENSION.search(s) if not s.isdigit() else None
     if m:
         ext, s = m.group(1), s[: m.start()]
-    else:
-        m = re.fullmatch(r"(\(?0\d{2,3}\)?[\s-]?[2-9]\d{6,7})[\s-](\d{1,6})", s)
+    elif not s.isdigit():
+        m = _LANDLINE_EXT.fullmatch(s)
         if m:
             s, ext = m.group(1), m.group(2)
-    compact = re.sub(r"[\s\-()（）.]", "", s)
+    compact = _PHONE_JUNK.sub("", s) if not s.isdigit() else s
     if compact.startswith("00") and not compact.startswith("0086"):
         compact = "+" + compact[2:]
     if compact.startswith("0086"):
@@ -291,13 +306,13 @@ def parse_phone(value: str, *, kinds: tuple[str, ...] | list[str] | None = None,
         if E164.fullmatch(compact):
             found = (compact, "international")
     elif (region or "CN").upper() == "CN":
-        if re.fullmatch(r"861[3-9]\d{9}", compact):
+        if _CN_MOBILE_86.fullmatch(compact):
             compact = compact[2:]
         if CN_MOBILE.fullmatch(compact):
             found = (compact, "mobile")
-        elif re.fullmatch(r"[48]00\d{7}", compact):
+        elif _SERVICE_400.fullmatch(compact):
             found = (f"{compact[:3]}-{compact[3:6]}-{compact[6:]}", "service")
-        elif re.fullmatch(r"9[56]\d{3,6}|1[0-2]\d{3}", compact):
+        elif _SERVICE_SHORT.fullmatch(compact):
             found = (compact, "service")
         elif (ll := _landline(compact, ext)):
             found = (ll, "landline")

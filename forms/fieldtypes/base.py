@@ -26,7 +26,7 @@ import difflib
 import json
 import re
 import unicodedata
-from typing import Any, Iterable, Mapping
+from typing import Any, Callable, Iterable, Mapping
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
@@ -74,6 +74,10 @@ def is_empty(raw: Any) -> bool:
     """``None``, blank strings and empty lists/dicts count as "no value"."""
     if raw is None:
         return True
+    if type(raw) is str:
+        if raw.isprintable():       # no zero-width / control characters: only ' ' can be blank
+            return raw.strip() == ""
+        return raw.translate(ZERO_WIDTH).strip() == ""
     if isinstance(raw, str):
         return raw.translate(ZERO_WIDTH).strip() == ""
     if isinstance(raw, (list, tuple, dict, set, frozenset)):
@@ -90,6 +94,8 @@ def text_of(label: Any, lang: str = "zh", default: str = "") -> str:
     """A label (string or ``{zh, en}``) in ``lang``."""
     if label is None:
         return default
+    if type(label) is str:
+        return label
     if isinstance(label, Mapping):
         for key in (lang, "zh", "en"):
             if label.get(key):
@@ -122,6 +128,9 @@ def tz_of(spec: Mapping | None, tz: Any = None):
     return zone
 
 
+_NUMBER_TEXT = re.compile(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?")
+
+
 def to_decimal(raw: Any) -> decimal.Decimal | None:
     """Numbers and numeric strings -> ``Decimal`` (``None`` when not a number).
 
@@ -139,7 +148,7 @@ def to_decimal(raw: Any) -> decimal.Decimal | None:
     elif isinstance(raw, str):
         s = nfkc(raw).replace(",", "").replace("，", "").replace(" ", "").replace("_", "")
         s = s.replace("−", "-")
-        if not re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", s):
+        if not _NUMBER_TEXT.fullmatch(s):
             return None
         try:
             value = decimal.Decimal(s)
@@ -308,6 +317,18 @@ class FieldType:
 
     def coerce(self, raw: Any, spec: Mapping) -> Any:
         raise NotImplementedError
+
+    def compile_parser(self, spec: Mapping) -> Callable[[Any], Any]:
+        """``parse`` bound to one ``spec``, for many values (imports, bulk writes).
+
+        Hot types override this with a closure that works out everything
+        ``spec`` implies once (bounds, patterns, option tables) and takes
+        fast paths for the common input shapes, falling back to ``parse``
+        for anything else: results and errors are always those of ``parse``.
+        ``spec`` must not change while the parser is in use.
+        """
+        parse = self.parse
+        return lambda raw: parse(raw, spec)
 
     # -- display ------------------------------------------------------------------------------
     def format(self, value: Any, spec: Mapping, lang: str = "zh", tz: Any = None) -> str:
@@ -487,6 +508,9 @@ def suggest_name(name: str, known: Iterable[str]) -> str:
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
+_NEWLINE_RUN = re.compile(r"\s*\n\s*")
+
+
 def clean_text(raw: Any, *, multiline: bool) -> str:
     """Common text input: numbers become text, controls are refused, blanks trimmed."""
     if isinstance(raw, bool) or not isinstance(raw, (str, int, float, decimal.Decimal)):
@@ -497,9 +521,49 @@ def clean_text(raw: Any, *, multiline: bool) -> str:
     if _CONTROL.search(s):
         raise fail("invalid_text", "包含不可见的控制字符，请重新输入或粘贴为纯文本",
                    "Contains invisible control characters; retype it or paste as plain text")
-    if not multiline:
-        s = re.sub(r"\s*\n\s*", " ", s)
+    if not multiline and "\n" in s:
+        s = _NEWLINE_RUN.sub(" ", s)
     return s.strip()
+
+
+# -- compiled parsers ---------------------------------------------------------------------------
+
+MISSING = object()
+
+
+def memo_parser(fallback: Callable[[Any], Any], seed: Mapping[str, Any] | None = None,
+                cap: int = 4096) -> Callable[[Any], Any]:
+    """A parser for a *pure* ``fallback`` with immutable results: ``str`` and
+    ``int`` inputs are looked up in a table of earlier successes (``seed``
+    plus up to ``cap`` remembered values) before calling ``fallback``.
+    Failures are never remembered, so errors are always ``fallback``'s own."""
+    texts: dict[str, Any] = dict(seed or {})
+    ints: dict[int, Any] = {}
+    text_get, int_get = texts.get, ints.get
+
+    def parser(raw: Any) -> Any:
+        t = type(raw)
+        if t is str:
+            v = text_get(raw, MISSING)
+            if v is not MISSING:
+                return v
+            v = fallback(raw)
+            if len(texts) < cap:
+                texts[raw] = v
+            return v
+        if t is int:
+            v = int_get(raw, MISSING)
+            if v is not MISSING:
+                return v
+            v = fallback(raw)
+            if len(ints) < cap:
+                ints[raw] = v
+            return v
+        if raw is None:
+            return None
+        return fallback(raw)
+
+    return parser
 
 
 # -- the registry ------------------------------------------------------------------------------

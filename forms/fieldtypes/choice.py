@@ -14,8 +14,8 @@ from typing import Any, Mapping
 
 import sqlalchemy as sa
 
-from .base import (BOOL_OPS, CHOICE_OPS, LIST_OPS, FieldType, JsonListFilters, fail, json_column, json_list_input, nfkc,
-                   quote_list, register, split_list, text_of)
+from .base import (BOOL_OPS, CHOICE_OPS, LIST_OPS, FieldType, FieldValueError, JsonListFilters, fail, is_empty, json_column,
+                   json_list_input, memo_parser, nfkc, quote_list, register, split_list, text_of)
 
 TRUE_WORDS = frozenset({"true", "1", "on", "yes", "y", "t", "checked", "是", "对", "真", "√", "✓", "✔"})
 FALSE_WORDS = frozenset({"false", "0", "off", "no", "n", "f", "unchecked", "否", "错", "假", "×", "✗", "✘"})
@@ -46,6 +46,26 @@ class BooleanType(FieldType):
                 return False
         raise fail("invalid_boolean", f"“{raw}”不是是/否，请填写 是 或 否（true/false）",
                    f"'{raw}' is not yes/no; use true or false (是/否)")
+
+    def compile_parser(self, spec):
+        if type(self).parse is not FieldType.parse or type(self).coerce is not BooleanType.coerce:
+            return super().compile_parser(spec)
+        parse = self.parse
+        seed = {}
+        for word in TRUE_WORDS | FALSE_WORDS:
+            for w in (word, word.upper(), word.title()):
+                try:
+                    seed[w] = parse(w, spec)
+                except FieldValueError:
+                    pass
+        memo = memo_parser(lambda raw: parse(raw, spec), seed, cap=256)
+
+        def parser(raw):
+            if type(raw) is bool:
+                return raw
+            return memo(raw)
+
+        return parser
 
     def value_schema(self, spec):
         return {"type": "boolean"}
@@ -133,12 +153,13 @@ def options_for(spec: Mapping, parent: Any) -> list[Option]:
 
 def match_option(raw: Any, spec: Mapping) -> Any:
     """Raw input -> the canonical option value, or ``invalid_option``."""
-    if type(raw) is str:
+    t = type(raw)
+    if t is str:
         exact = _exact_values(spec).get(raw)
         if exact is not None:
             return exact
     opts = options_of(spec)
-    if isinstance(raw, Mapping) and "value" in raw:      # a UI may send the whole option
+    if t is not str and t is not int and isinstance(raw, Mapping) and "value" in raw:   # a UI may send the whole option
         raw = raw["value"]
     if isinstance(raw, float) and raw.is_integer():
         raw = int(raw)
@@ -208,6 +229,18 @@ class _SingleChoice(FieldType):
                 raise fail("invalid_option", "只能选择一项", "Choose one option only")
             raw = raw[0]
         return match_option(raw, spec)
+
+    def compile_parser(self, spec):
+        """Option values looked up in a table; labels, other spellings and ints are
+        remembered after their first ``parse`` (a pure function of the value)."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not _SingleChoice.coerce:
+            return super().compile_parser(spec)
+        try:
+            seed = {k: v for k, v in _exact_values(spec).items() if not is_empty(k)}
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse = self.parse
+        return memo_parser(lambda raw: parse(raw, spec), seed, cap=max(1024, 4 * len(seed)))
 
     def value_schema(self, spec):
         values = [option_value(o, spec) for o in options_of(spec)]

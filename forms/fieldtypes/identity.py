@@ -8,6 +8,7 @@ number however it was typed (``+86 138-0013-8000`` -> ``13800138000``,
 """
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -15,7 +16,17 @@ from urllib.parse import urlsplit, urlunsplit
 import sqlalchemy as sa
 
 from .. import cn_validators as cn
-from .base import ID_OPS, TEXT_OPS, FieldType, FieldValueError, check_lengths, check_text_value, fail, nfkc, register, tz_of
+from .base import (ID_OPS, TEXT_OPS, FieldType, FieldValueError, check_lengths, check_text_value, fail, nfkc, register,
+                   tz_of)
+
+_REGION = re.compile(r"[A-Z]{2}")
+_PHONE_FRAGMENT_JUNK = re.compile(r"[\s()（）]")
+_TLD = re.compile(r"[a-z]{2,63}")
+_PLAIN_MOBILE = re.compile(r"1[3-9][0-9]{9}")
+_WHITESPACE = re.compile(r"\s")
+_SCHEME = re.compile(r"^[a-zA-Z][a-zA-Z0-9+.-]*:")
+_BARE_HOST = re.compile(r"^[\w.-]+\.[a-zA-Z]{2,}([/:?#]|$)")
+_IPV4 = re.compile(r"\d{1,3}(\.\d{1,3}){3}")
 
 
 def _wrap(exc: cn.CNValidationError) -> FieldValueError:
@@ -73,7 +84,7 @@ class PhoneType(_Identity):
             if k not in cn.PHONE_KINDS:
                 problems.append((("kinds", i), f"unknown phone kind '{k}'; use one of: {', '.join(cn.PHONE_KINDS)}"))
         r = spec.get("region")
-        if r is not None and not re.fullmatch(r"[A-Z]{2}", str(r)):
+        if r is not None and not _REGION.fullmatch(str(r)):
             problems.append((("region",), f"region '{r}' is not a 2-letter country code such as CN"))
         return problems
 
@@ -85,17 +96,49 @@ class PhoneType(_Identity):
             raise _wrap(exc) from None
         return value
 
+    def compile_parser(self, spec):
+        """Fast path: an 11-digit CN mobile number as text or a number (Excel), when mobiles are allowed."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not PhoneType.coerce:
+            return super().compile_parser(spec)
+        try:
+            allowed = tuple(spec.get("kinds") or cn.PHONE_KINDS)
+            region = spec.get("region") or "CN"
+            mobile_ok = "mobile" in allowed and (region or "CN").upper() == "CN"
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse = self.parse
+        if not mobile_ok:
+            return lambda raw: parse(raw, spec)
+        plain = _PLAIN_MOBILE.fullmatch
+
+        def parser(raw):
+            t = type(raw)
+            if t is str:
+                if plain(raw):
+                    return raw
+            elif t is int:
+                if 13000000000 <= raw <= 19999999999:
+                    s = str(raw)
+                    if plain(s):
+                        return s
+            elif raw is None:
+                return None
+            return parse(raw, spec)
+
+        return parser
+
     def value_schema(self, spec):
         return {"type": "string", "maxLength": 32, "examples": ["13800138000", "021-58880000", "+85291234567"]}
 
     def filter_fragment(self, raw, spec):
-        return re.sub(r"[\s()（）]", "", nfkc(str(raw)))
+        return _PHONE_FRAGMENT_JUNK.sub("", nfkc(str(raw)))
 
 
 _EMAIL_LOCAL = re.compile(r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*")
 _LABEL = re.compile(r"[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?")
 
 
+@functools.lru_cache(maxsize=4096)
 def _domain_ok(domain: str) -> str | None:
     """-> the ASCII (punycode) domain, or None."""
     try:
@@ -106,7 +149,7 @@ def _domain_ok(domain: str) -> str | None:
     if len(labels) < 2 or len(ascii_domain) > 253 or not all(_LABEL.fullmatch(lab) for lab in labels):
         return None
     tld = labels[-1]
-    if not (re.fullmatch(r"[a-z]{2,63}", tld) or tld.startswith("xn--")):
+    if not (_TLD.fullmatch(tld) or tld.startswith("xn--")):
         return None
     return ascii_domain
 
@@ -137,6 +180,34 @@ class EmailType(_Identity):
             raise bad
         return check_text_value(s, {k: spec[k] for k in ("pattern", "pattern_message") if k in spec}, None)
 
+    def compile_parser(self, spec):
+        """Fast path: ASCII text that is a plain valid address (and matches ``pattern``)."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not EmailType.coerce:
+            return super().compile_parser(spec)
+        try:
+            pattern = spec.get("pattern")
+            match = re.compile(str(pattern)).fullmatch if pattern else None
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse, local_ok = self.parse, _EMAIL_LOCAL.fullmatch
+
+        def parser(raw):
+            if type(raw) is not str or not raw.isascii():
+                return None if raw is None else parse(raw, spec)
+            s = raw.strip()
+            if s[:7].lower() == "mailto:" or s[:1] == "<" or s[-1:] == ">":
+                return parse(raw, spec)
+            s = s.lower()
+            if s.count("@") != 1 or len(s) > 254:
+                return None if not s else parse(raw, spec)
+            local, domain = s.split("@")
+            if not local or len(local) > 64 or not local_ok(local) or not _domain_ok(domain) \
+                    or (match is not None and match(s) is None):
+                return parse(raw, spec)         # raises the usual error
+            return s
+
+        return parser
+
     def value_schema(self, spec):
         return {"type": "string", "format": "email", "maxLength": 254}
 
@@ -164,9 +235,9 @@ class UrlType(_Identity):
         s = raw.strip()
         bad = fail("invalid_url", f"“{raw}”不是有效网址，应以 http:// 或 https:// 开头，如 https://example.com",
                    f"'{raw}' is not a valid web address; it should start with http:// or https://, e.g. https://example.com")
-        if re.search(r"\s", s) or len(s) > 2048:
+        if _WHITESPACE.search(s) or len(s) > 2048:
             raise bad
-        if not re.match(r"^[a-zA-Z][a-zA-Z0-9+.-]*:", s) and re.match(r"^[\w.-]+\.[a-zA-Z]{2,}([/:?#]|$)", s):
+        if not _SCHEME.match(s) and _BARE_HOST.match(s):
             s = "https://" + s
         try:
             parts = urlsplit(s)
@@ -178,7 +249,7 @@ class UrlType(_Identity):
         host = parts.hostname or ""
         if parts.username or parts.password:
             raise fail("invalid_url", "网址中不能包含用户名或密码", "A URL must not contain a user name or password")
-        is_ip = re.fullmatch(r"\d{1,3}(\.\d{1,3}){3}", host) or ":" in host
+        is_ip = _IPV4.fullmatch(host) or ":" in host
         if not host or (not is_ip and host != "localhost" and not _domain_ok(host)):
             raise bad
         netloc = host + (f":{port}" if port else "")

@@ -8,6 +8,7 @@ in JavaScript; ``parse`` accepts numbers and strings alike.
 from __future__ import annotations
 
 import decimal
+import math
 import re
 from typing import Any, Mapping
 
@@ -26,11 +27,47 @@ def _not_a_number(raw: Any) -> Exception:
                 f"'{raw}' is not a number; enter e.g. 1234 or 1234.5")
 
 
+_UNITS_RE = re.compile(r"(.*?)\s*(万|亿)(元)?")
+_STARS_RE = re.compile(r"\s*[★☆]+\s*")
+_CURRENCY_CODE = re.compile(r"[A-Z]{3}")
+# the plain shapes the compiled parsers read themselves (ASCII digits only)
+_PLAIN_INT = re.compile(r"[+-]?[0-9]{1,18}")
+_PLAIN_DEC = re.compile(r"[+-]?[0-9]{1,40}(?:\.[0-9]{1,40})?")
+_FLOAT_EXACT = 2.0 ** 53       # integral floats below this have repr 'N.0' and convert exactly
+
+
+def _plain_int(raw: Any) -> int | None:
+    """``int`` for the plain inputs (ASCII digit strings, ints, small integral floats); else None."""
+    t = type(raw)
+    if t is int:
+        return raw
+    if t is str:
+        if raw.isdigit() and raw.isascii() and len(raw) < 19:
+            return int(raw)
+        return int(raw) if _PLAIN_INT.fullmatch(raw) else None
+    if t is float and -_FLOAT_EXACT < raw < _FLOAT_EXACT and raw.is_integer():
+        return int(raw)
+    return None
+
+
+def _plain_decimal(raw: Any) -> decimal.Decimal | None:
+    """``to_decimal`` for the plain inputs (ASCII number strings, ints, finite floats); else None."""
+    t = type(raw)
+    if t is str:
+        return decimal.Decimal(raw) if _PLAIN_DEC.fullmatch(raw) else None
+    if t is int:
+        return decimal.Decimal(raw)
+    if t is float:
+        d = decimal.Decimal(repr(raw))
+        return d if d.is_finite() else None
+    return None
+
+
 def _number_input(raw: Any, *, units: bool = False) -> decimal.Decimal:
     """Raw -> Decimal; with ``units`` also '1.5万' (×10 000) and '2亿' (×10^8)."""
-    if isinstance(raw, str) and units:
+    if units and isinstance(raw, str):
         s = nfkc(raw)
-        m = re.fullmatch(r"(.*?)\s*(万|亿)(元)?", s)
+        m = _UNITS_RE.fullmatch(s)
         if m:
             base = to_decimal(m.group(1))
             if base is None:
@@ -97,6 +134,26 @@ class NumberType(FieldType):
             raise fail("out_of_range", "数字太大", "Number too large")
         check_range(decimal.Decimal(n), spec)
         return n
+
+    def compile_parser(self, spec):
+        try:
+            lo, hi = _bound(spec, "min"), _bound(spec, "max")
+            # for a whole number n: n < lo <=> n < ceil(lo), n > hi <=> n > floor(hi)
+            lo = -BIGINT_MAX if lo is None else max(math.ceil(lo), -BIGINT_MAX)
+            hi = BIGINT_MAX if hi is None else min(math.floor(hi), BIGINT_MAX)
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse = self.parse
+
+        def parser(raw):
+            n = _plain_int(raw)
+            if n is None:
+                return None if raw is None else parse(raw, spec)
+            if n < lo or n > hi:
+                return parse(raw, spec)         # raises the usual error
+            return n
+
+        return parser
 
     def value_schema(self, spec):
         return {"type": "integer", **_numeric_bounds_schema(spec)}
@@ -173,6 +230,42 @@ class _DecimalBase(FieldType):
     def show(self, value: decimal.Decimal, spec: Mapping) -> str:
         return strip_zeros(value)
 
+    def plain_numbers_pass(self, spec: Mapping) -> bool:
+        """Whether ``clean_input`` leaves plain ASCII numbers (``-1234.50``) and ints as they are."""
+        return type(self).clean_input is _DecimalBase.clean_input
+
+    def compile_parser(self, spec):
+        cls = type(self)
+        if cls.coerce is not _DecimalBase.coerce or cls.quantize is not _DecimalBase.quantize \
+                or cls.parse is not FieldType.parse:
+            return super().compile_parser(spec)
+        try:
+            p, s = self.precision(spec), self.scale(spec)
+            exp = decimal.Decimal(1).scaleb(-s)
+            ctx = decimal.Context(prec=60)
+            lo, hi = _bound(spec, "min"), _bound(spec, "max")
+            if not self.plain_numbers_pass(spec):
+                return super().compile_parser(spec)
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse, digits = self.parse, p - s
+        invalid = decimal.InvalidOperation
+
+        def parser(raw):
+            value = _plain_decimal(raw)
+            if value is None:
+                return None if raw is None else parse(raw, spec)
+            try:
+                q = value.quantize(exp, context=ctx)
+            except invalid:
+                return parse(raw, spec)
+            if q != value or (q != 0 and q.adjusted() + 1 > digits) or (lo is not None and q < lo) \
+                    or (hi is not None and q > hi):
+                return parse(raw, spec)         # raises the usual error
+            return q
+
+        return parser
+
     def value_schema(self, spec):
         s = self.scale(spec)
         frac = rf"(\.\d{{1,{s}}})?" if s else ""
@@ -233,16 +326,25 @@ class CurrencyType(_DecimalBase):
     def check_definition(self, spec):
         problems = super().check_definition(spec)
         c = spec.get("currency")
-        if c is not None and not re.fullmatch(r"[A-Z]{3}", str(c)):
+        if c is not None and not _CURRENCY_CODE.fullmatch(str(c)):
             problems.append((("currency",), f"currency '{c}' is not a 3-letter ISO 4217 code such as CNY, USD, EUR"))
         return problems
+
+    def symbol_words(self, code: str) -> list[str]:
+        return sorted(_SYMBOL_WORDS.get(code, (code, CURRENCY_SYMBOLS.get(code, code).strip())), key=len, reverse=True)
+
+    def plain_numbers_pass(self, spec):
+        if type(self).clean_input is not CurrencyType.clean_input:
+            return False
+        # a plain number is left alone unless a currency word could be part of one
+        return all(w == "" or not set(w) <= set("0123456789.+-") for w in map(nfkc, self.symbol_words(self.currency(spec))))
 
     def clean_input(self, raw, spec):
         if not isinstance(raw, str):
             return raw
         s = nfkc(raw).replace(" ", "")
         code = self.currency(spec)
-        words = sorted(_SYMBOL_WORDS.get(code, (code, CURRENCY_SYMBOLS.get(code, code).strip())), key=len, reverse=True)
+        words = self.symbol_words(code)
         for w in words:
             w = nfkc(w)
             if s.startswith(w) or s.startswith("-" + w):
@@ -294,6 +396,9 @@ class PercentType(_DecimalBase):
     def show(self, value, spec):
         return strip_zeros(value) + "%"
 
+    def plain_numbers_pass(self, spec):
+        return type(self).clean_input is PercentType.clean_input
+
     def format(self, value, spec, lang="zh", tz=None):
         return "" if value is None else strip_zeros(decimal.Decimal(value)) + "%"
 
@@ -327,7 +432,7 @@ class RatingType(FieldType):
 
     def coerce(self, raw, spec):
         lo, hi = self.bounds(spec)
-        if isinstance(raw, str) and re.fullmatch(r"\s*[★☆]+\s*", raw):
+        if isinstance(raw, str) and _STARS_RE.fullmatch(raw):
             raw = raw.count("★")
         value = _number_input(raw)
         if value != value.to_integral_value():
@@ -338,6 +443,21 @@ class RatingType(FieldType):
         if n > hi:
             raise fail("max", f"评分最高 {hi} 分", f"The highest rating is {hi}", max=hi)
         return n
+
+    def compile_parser(self, spec):
+        try:
+            lo, hi = self.bounds(spec)
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse = self.parse
+
+        def parser(raw):
+            n = _plain_int(raw)
+            if n is None or n < lo or n > hi:
+                return None if raw is None else parse(raw, spec)
+            return n
+
+        return parser
 
     def value_schema(self, spec):
         lo, hi = self.bounds(spec)

@@ -11,8 +11,11 @@ from typing import Mapping
 
 import sqlalchemy as sa
 
-from .base import (CHOICE_OPS, FIELD_TYPES, FieldType, display, fail, is_empty, jsonable, nfkc, register, text_of,
-                   to_decimal)
+from .base import (CHOICE_OPS, FIELD_TYPES, FieldType, display, fail, is_empty, jsonable, memo_parser, nfkc, register,
+                   text_of, to_decimal)
+
+_ID_MAX = 2**63 - 1
+_PLAIN_ID = re.compile(r"[0-9]{1,19}")
 
 ID_COLUMN = sa.BigInteger().with_variant(sa.Integer(), "sqlite")   # the same type as every table's id
 
@@ -31,7 +34,7 @@ class LinkType(FieldType):
         return ID_COLUMN
 
     def coerce(self, raw, spec):
-        if isinstance(raw, Mapping):
+        if type(raw) is not str and isinstance(raw, Mapping):
             raw = raw.get("id")
         if isinstance(raw, str):
             s = nfkc(raw).lstrip("#")
@@ -42,6 +45,24 @@ class LinkType(FieldType):
             raise fail("invalid_link", f"“{raw}”不是有效的记录编号，请从列表中选择",
                        f"'{raw}' is not a record id; pick the record from the list")
         return int(d)
+
+    def compile_parser(self, spec):
+        """Fast path: ids as ints or ASCII digit strings."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not LinkType.coerce:
+            return super().compile_parser(spec)
+        parse, plain = self.parse, _PLAIN_ID.fullmatch
+
+        def parser(raw):
+            t = type(raw)
+            if t is int:
+                n = raw
+            elif t is str and plain(raw):
+                n = int(raw)
+            else:
+                return None if raw is None else parse(raw, spec)
+            return n if 1 <= n <= _ID_MAX else parse(raw, spec)
+
+        return parser
 
     def value_schema(self, spec):
         return {"type": "integer", "minimum": 1, "x-link-form": spec.get("form")}
@@ -67,7 +88,7 @@ class UserType(FieldType):
         return sa.String(64)
 
     def coerce(self, raw, spec):
-        if isinstance(raw, Mapping):
+        if type(raw) is not str and isinstance(raw, Mapping):
             raw = raw.get("username") or raw.get("name")
         if not isinstance(raw, str):
             raise fail("invalid_user", "应为用户名", "Expected a user name")
@@ -76,6 +97,13 @@ class UserType(FieldType):
             raise fail("invalid_user", f"“{raw}”不是有效的用户名（字母、数字和 . _ - @，最多64位）",
                        f"'{raw}' is not a valid user name (letters, digits and . _ - @, up to 64)")
         return s
+
+    def compile_parser(self, spec):
+        """User names repeat in imports: remember each spelling's result (``parse`` is pure here)."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not UserType.coerce:
+            return super().compile_parser(spec)
+        parse = self.parse
+        return memo_parser(lambda raw: parse(raw, spec), cap=8192)
 
     def value_schema(self, spec):
         return {"type": "string", "maxLength": 64}

@@ -20,7 +20,8 @@ from typing import Any, Mapping
 
 import sqlalchemy as sa
 
-from .base import (NUMBER_OPS, RANGE_OPS, FieldType, check_bounds, fail, nfkc, register, to_decimal, tz_of)
+from .base import (NUMBER_OPS, RANGE_OPS, FieldType, FieldValueError, check_bounds, fail, nfkc, register, to_decimal,
+                   tz_of)
 
 UTC = dt.timezone.utc
 
@@ -28,6 +29,36 @@ _DATE_RE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})\s*
 _COMPACT_DATE_RE = re.compile(r"(\d{4})(\d{2})(\d{2})")
 _TIME_RE = re.compile(r"(\d{1,2})\s*[:：时点]\s*(\d{1,2})(?:\s*[:：分]\s*(\d{1,2})(?:\.(\d{1,6}))?)?\s*秒?")
 _RELATIVE_RE = re.compile(r"(today|now)\s*(?:([+-])\s*(\d+)\s*([dwmy]))?", re.I)
+_OFFSET_RE = re.compile(r"(Z|[+-]\d{2}:?\d{2})$")
+_HOUR_ONLY_RE = re.compile(r"(\d{1,2})\s*[点时]\s*()")
+_CLOCK_RE = re.compile(r"\d+:\d{1,2}(:\d{1,2})?")
+_BLANKS_RE = re.compile(r"\s+")
+_WORD_RE = re.compile(r"[a-z]{2,}")
+_PLAIN_DAY_RE = re.compile(r"\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\s*")
+
+
+def _static_bounds(spec: Mapping, parse_bound) -> list[tuple[str, Any, bool]]:
+    """``[(key, bound, dynamic)]`` for ``min``/``max``: relative bounds (``today-18y``,
+    ``now``) are worked out per value (``bound`` is None), others once."""
+    out = []
+    for key in ("min", "max"):
+        v = spec.get(key)
+        if v is None:
+            continue
+        if isinstance(v, str) and _RELATIVE_RE.fullmatch(nfkc(v)):
+            out.append((key, None, True))
+        else:
+            out.append((key, parse_bound(v, spec), False))
+    return out
+
+
+def _within(value: Any, bounds: list, spec: Mapping, parse_bound) -> bool:
+    for key, bound, dynamic in bounds:
+        if dynamic:
+            bound = parse_bound(spec[key], spec)
+        if (value < bound) if key == "min" else (value > bound):
+            return False
+    return True
 
 
 def _bad_date(raw: Any) -> Exception:
@@ -137,7 +168,7 @@ def _loose_datetime(s: str, raw: Any) -> dt.datetime:
                    f"The date in '{raw}' does not exist (check the month and day)") from None
     rest = s[m.end():].strip().lstrip("T").strip()
     offset = None
-    om = re.search(r"(Z|[+-]\d{2}:?\d{2})$", rest)
+    om = _OFFSET_RE.search(rest)
     if om:
         text = om.group(1)
         rest = rest[: om.start()].strip()
@@ -164,7 +195,7 @@ def _parse_time_text(s: str, raw: Any, bad=None) -> dt.time:
     low = s.lower()
     if low.endswith(("am", "pm")):
         pm, s = low.endswith("pm"), s[:-2].strip()
-    m = _TIME_RE.fullmatch(s) or re.fullmatch(r"(\d{1,2})\s*[点时]\s*()", s)
+    m = _TIME_RE.fullmatch(s) or _HOUR_ONLY_RE.fullmatch(s)
     if not m:
         raise (bad or _bad_time)(raw)
     groups = list(m.groups()) + [None] * (4 - len(m.groups()))
@@ -216,6 +247,49 @@ class DateType(FieldType):
                 if cmp(value, bound):
                     raise fail(key, f"{zh} {bound.isoformat()}", f"{en} {bound.isoformat()}", **{key: bound.isoformat()})
         return value
+
+    def compile_parser(self, spec):
+        """Fast path: ASCII ``2026-11-23`` / ``2026/11/23`` / ``20261123``, dates, naive datetimes."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not DateType.coerce:
+            return super().compile_parser(spec)
+        try:
+            bounds = _static_bounds(spec, parse_date_text)
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse, date = self.parse, dt.date
+        day_re, compact_re = _DATE_RE.fullmatch, _COMPACT_DATE_RE.fullmatch
+
+        def parser(raw):
+            t = type(raw)
+            if t is str and len(raw) == 10 and raw[4] == "-" and raw[7] == "-" and raw.isascii() \
+                    and raw[:4].isdigit() and raw[5:7].isdigit() and raw[8:].isdigit():     # 2026-11-23
+                try:
+                    value = date(int(raw[:4]), int(raw[5:7]), int(raw[8:]))
+                except ValueError:
+                    return parse(raw, spec)
+            elif t is str and raw.isascii():
+                s = raw.strip()
+                m = day_re(s) or compact_re(s)
+                if m is None:
+                    return None if not s else parse(raw, spec)
+                y, mo, d = m.groups()
+                try:
+                    value = date(int(y), int(mo), int(d))
+                except ValueError:
+                    return parse(raw, spec)
+            elif t is date:
+                value = raw
+            elif t is dt.datetime and raw.tzinfo is None:
+                value = raw.date()
+            elif raw is None:
+                return None
+            else:
+                return parse(raw, spec)
+            if bounds and not _within(value, bounds, spec, parse_date_text):
+                return parse(raw, spec)         # raises the usual error
+            return value
+
+        return parser
 
     def value_schema(self, spec):
         return {"type": "string", "format": "date"}
@@ -322,6 +396,46 @@ class DateTimeType(FieldType):
                     raise fail(key, f"{zh} {text}", f"{en} {text}", **{key: bound.isoformat()})
         return value
 
+    def compile_parser(self, spec):
+        """Fast path: ASCII ISO 8601 text (``2026-11-23 18:30``, ``…T10:30:00Z``) and datetimes."""
+        if type(self).parse is not FieldType.parse or type(self).coerce is not DateTimeType.coerce:
+            return super().compile_parser(spec)
+        try:
+            zone = tz_of(spec)
+            bounds = _static_bounds(spec, parse_datetime_text)
+        except Exception:  # noqa: BLE001 - a bad definition: parse reports it
+            return super().compile_parser(spec)
+        parse, fromiso, datetime = self.parse, dt.datetime.fromisoformat, dt.datetime
+
+        def parser(raw):
+            t = type(raw)
+            try:
+                if t is str and raw.isascii():
+                    s = raw.strip()
+                    if not s:
+                        return None
+                    if not s[0].isdigit():          # 'today', 'now+1d', junk
+                        return parse(raw, spec)
+                    value = fromiso(s.replace("Z", "+00:00").replace("z", "+00:00"))
+                elif t is datetime:
+                    value = raw
+                elif raw is None:
+                    return None
+                else:
+                    return parse(raw, spec)
+                if value.tzinfo is None:
+                    value = value.replace(tzinfo=zone).astimezone(UTC)
+                value = value.astimezone(UTC)
+                if not 1900 <= value.year <= 9998 or (bounds and not _within(value, bounds, spec, parse_datetime_text)):
+                    return parse(raw, spec)     # raises the usual error
+                return value
+            except FieldValueError:
+                raise
+            except Exception:  # noqa: BLE001 - whatever it is, parse decides
+                return parse(raw, spec)
+
+        return parser
+
     def to_db(self, value, spec):
         if value is None:
             return None
@@ -354,7 +468,7 @@ class DateTimeType(FieldType):
     def filter_value(self, raw, spec, bound=None):
         """A date alone (``2026-11-23``) filters by the whole local day:
         ``gte``/``lt``/``between`` low -> start of day, ``lte``/``gt``/``between`` high -> end of day."""
-        if isinstance(raw, str) and re.fullmatch(r"\s*\d{4}[-/.]\d{1,2}[-/.]\d{1,2}\s*", nfkc(raw)):
+        if isinstance(raw, str) and _PLAIN_DAY_RE.fullmatch(nfkc(raw)):
             day = parse_date_text(raw, spec)
             start = dt.datetime.combine(day, dt.time(), tz_of(spec)).astimezone(UTC)
             if bound == "high":
@@ -390,7 +504,7 @@ def parse_duration(raw: Any) -> int:
         d = to_decimal(s)
         if d is not None:
             seconds = float(d)
-        elif re.fullmatch(r"\d+:\d{1,2}(:\d{1,2})?", s):
+        elif _CLOCK_RE.fullmatch(s):
             parts = [int(p) for p in s.split(":")]
             if any(p >= 60 for p in parts[1:]):
                 raise bad
@@ -399,7 +513,7 @@ def parse_duration(raw: Any) -> int:
             w, d_, h, mi, se = (float(g) if g else 0 for g in m.groups())
             seconds = w * 604800 + d_ * 86400 + h * 3600 + mi * 60 + se
         else:
-            compact = re.sub(r"\s+", "", s) if not re.search(r"[a-z]{2,}", s) else s
+            compact = _BLANKS_RE.sub("", s) if not _WORD_RE.search(s) else s
             pos, seconds = 0, 0.0
             for m in _PART_RE.finditer(compact):
                 if compact[pos:m.start()].strip(" ,，") != "":

@@ -11,6 +11,9 @@ import sqlalchemy as sa
 
 from .base import (TEXT_OPS, FieldType, check_lengths, check_text_value, clean_text, fail, register)
 
+_URL_JUNK = re.compile(r"[\x00-\x20]")
+_SPACES = re.compile(r"\s+")
+
 TEXT_DEFAULT_MAX = 255          # VARCHAR(255) unless max_length says otherwise
 TEXT_VARCHAR_LIMIT = 4000       # above this max_length a text field is stored as TEXT
 TEXTAREA_DEFAULT_MAX = 20000
@@ -38,6 +41,49 @@ class _TextBase(FieldType):
         if s == "":
             return None
         return check_text_value(s, spec, self.default_max)
+
+    def compile_parser(self, spec: Mapping):
+        """Fast path: printable ``str`` (and, multi-line, with newlines) and ``int``;
+        anything else, or any value that fails a check, goes through ``parse``."""
+        if type(self).coerce is not _TextBase.coerce or type(self).parse is not FieldType.parse:
+            return super().compile_parser(spec)
+        try:
+            hi = spec.get("max_length") or self.default_max
+            hi = None if hi is None else int(hi)
+            lo = spec.get("min_length")
+            lo = int(lo) if lo else 0
+            pattern = spec.get("pattern")
+            match = re.compile(str(pattern)).fullmatch if pattern else None
+        except Exception:  # noqa: BLE001 - a bad definition: let parse report it as it always has
+            return super().compile_parser(spec)
+        parse, multiline = self.parse, self.multiline
+
+        def parser(raw):
+            t = type(raw)
+            if t is str:
+                if raw.isprintable():           # no controls, zero-width chars, newlines; ' ' the only blank
+                    s = raw.strip()
+                elif multiline:
+                    s = raw.replace("\r\n", "\n").replace("\r", "\n")
+                    if not s.replace("\n", "").isprintable():
+                        return parse(raw, spec)
+                    s = s.strip()
+                else:
+                    return parse(raw, spec)
+                if not s:
+                    return None
+            elif t is int:
+                s = str(raw)
+            elif raw is None:
+                return None
+            else:
+                return parse(raw, spec)
+            n = len(s)
+            if (hi is not None and n > hi) or n < lo or (match is not None and match(s) is None):
+                return parse(raw, spec)         # raises the usual error
+            return s
+
+        return parser
 
     def value_schema(self, spec: Mapping) -> dict:
         schema: dict = {"type": "string"}
@@ -113,7 +159,7 @@ VOID_TAGS = frozenset({"br", "hr", "img"})
 
 
 def _url_ok(value: str) -> bool:
-    v = re.sub(r"[\x00-\x20]", "", html.unescape(value)).lower()
+    v = _URL_JUNK.sub("", html.unescape(value)).lower()
     scheme = urlsplit(v).scheme
     return scheme == "" and not v.startswith("//") or scheme in URL_SCHEMES
 
@@ -221,7 +267,7 @@ def html_to_text(value: str) -> str:
     p = _TextOnly()
     p.feed(value)
     p.close()
-    return re.sub(r"\s+", " ", "".join(p.parts)).strip()
+    return _SPACES.sub(" ", "".join(p.parts)).strip()
 
 
 @register
@@ -243,6 +289,8 @@ class RichTextType(_TextBase):
 
     def column_type(self, spec: Mapping) -> sa.types.TypeEngine:
         return sa.Text()
+
+    compile_parser = FieldType.compile_parser
 
     def coerce(self, raw: Any, spec: Mapping) -> str | None:
         if not isinstance(raw, str):
