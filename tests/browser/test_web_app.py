@@ -378,6 +378,16 @@ def test_create_lead_error_fixed_in_place_conditional_cascade(page, site):
     save_screenshot(page, "lead-detail", full_page=True)
     # the timeline shows the creation
     assert page.locator("#timeline li").count() >= 1
+    # workflow buttons: 'lose' needs a comment (the flows service says so, shown as a toast) ...
+    page.click("[data-transition=lose]")
+    page.wait_for_selector(".toast-danger")
+    assert "新线索" in page.inner_text("h1")
+    # ... 'qualify' moves the record on
+    page.fill("#transition-comment", "客户确认下周到店")
+    page.click("[data-transition=qualify]")
+    page.wait_for_function("() => document.querySelector('h1').textContent.includes('已确认')")
+    assert "客户确认下周到店" in page.inner_text("#timeline")
+    page.js_errors[:] = [e for e in page.js_errors if "/transition/lose" not in e]     # the refused transition
     _no_js_errors(page)
 
 
