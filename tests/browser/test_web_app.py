@@ -586,6 +586,7 @@ def test_crm_demo_pages(browser, tmp_path_factory):
         site = types.SimpleNamespace(url=f"http://127.0.0.1:{port}")
         sign_in(page, site, admin.username, "/apps/automotive_crm")
         save_screenshot(page, "crm-home", full_page=True)
+        save_screenshot(page, "crm-home-top")
         for form in ("lead", "customer", "complaint"):
             page.goto(f"{site.url}/apps/automotive_crm/forms/{form}")
             page.wait_for_selector("#list-results")
