@@ -189,8 +189,25 @@ def _insert(conn, table, columns: list[str], rows: list[dict]) -> None:
     if conn.dialect.name == "postgresql":
         _copy(conn, table, columns, rows)
     else:
-        full = [{c: r.get(c) for c in columns} for r in rows]
-        conn.execute(table.insert(), full)
+        _executemany(conn, table, columns, rows)
+
+
+def _executemany(conn, table, columns: list[str], rows: list[dict]) -> None:
+    """SQLite: one prepared INSERT, tuples straight to the driver's executemany.
+
+    Each column's SQLAlchemy bind processor (JSON, Numeric, DateTime...) is
+    applied, so stored values are exactly what ``table.insert()`` would store,
+    without its per-row parameter bookkeeping.
+    """
+    dialect = conn.dialect
+    procs = [table.c[c].type.bind_processor(dialect) for c in columns]
+    names = ", ".join('"' + c + '"' for c in columns)
+    marks = ", ".join("?" for _ in columns)
+    sql = f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})'
+    params = []
+    for r in rows:
+        params.append(tuple(p(r.get(c)) if p is not None else r.get(c) for c, p in zip(columns, procs)))
+    conn.exec_driver_sql(sql, params)
 
 
 def _copy(conn, table, columns: list[str], rows: list[dict]) -> None:
