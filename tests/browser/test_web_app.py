@@ -455,6 +455,15 @@ def test_dashboard_chart_drills_down_to_records(page, site):
     assert rows.count() >= 3
     assert all("官网" in rows.nth(i).inner_text() for i in range(rows.count()))   # the website leads only
     save_screenshot(page, "dashboard-drill")
+    # the report page: chart + table; the dashboard's auto-refresh fragment
+    page.goto(f"{site.url}/apps/shop/reports/leads_by_source")
+    page.wait_for_selector("[data-echarts][data-echarts-ready]")
+    assert "官网" in page.inner_text(".report-table")
+    page.goto(f"{site.url}/apps/shop/dashboards/sales_board")
+    refresh = page.get_attribute("#dashboard-widgets", "data-refresh-url")
+    assert page.get_attribute("#dashboard-widgets", "data-refresh-seconds") == "300"
+    fragment = page.evaluate("(u) => fetch(u, {credentials: 'same-origin'}).then(r => r.text())", refresh)
+    assert 'id="dashboard-widgets"' in fragment and "data-echarts" in fragment and "<html" not in fragment
     _no_js_errors(page)
 
 
