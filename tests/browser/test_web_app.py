@@ -550,6 +550,13 @@ def test_phone_layout(phone_page, site):
     widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
     assert widths[0] <= widths[1], widths
     save_screenshot(page, "phone-lead-list")
+    for path, shot in ((f"/apps/shop/forms/lead/{site.ids['leads'][1]}", "phone-lead-detail"), ("/apps/shop/tasks", None),
+                       ("/apps/shop", None)):
+        page.goto(f"{site.url}{path}")
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], (path, widths)
+        if shot:
+            save_screenshot(page, shot, full_page=True)
     page.click(".nav-toggle")
     page.wait_for_function("() => getComputedStyle(document.getElementById('sidenav')).transform === 'none'")
     _no_js_errors(page)

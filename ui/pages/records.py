@@ -107,6 +107,8 @@ class Display:
             return ""
         if self.users is None:
             self.users = user_names(self.uow)
+        if username == "system" and username not in self.users:
+            return "系统" if self.lang == "zh" else "System"
         return self.users.get(username, username)
 
     def value(self, name: str, rec: Mapping[str, Any]) -> dict:
