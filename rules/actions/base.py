@@ -509,7 +509,8 @@ class RunContext:
 
     def flush(self) -> dict:
         """Write staged values with one record update (which fires ``record.updated``)."""
-        if not (self.pending or self.pending_system) or self.form is None or self.record_id is None:
+        if (not (self.pending or self.pending_system) or self.form is None or self.record_id is None
+                or self.trigger == "deleted"):      # the record is gone: nothing to write back
             self.pending.clear()
             self.pending_system.clear()
             return {}

@@ -186,3 +186,19 @@ rules:
         "rules/rules.yaml:21:43: 'customer' links to a customer record; a task goes to a user (owner, a user field, {role: ...})",
     ]
     assert sorted(problems) == sorted(expected), problems
+
+
+def test_set_on_a_deleted_record_is_ignored_other_actions_run(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: gone
+        on: {deleted: lead}
+        actions:
+          - set: {note: "'bye'"}
+          - create: {form: complaint, values: {severity: "'low'"}}
+    """)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "x"})
+    s.delete("lead", lead["id"])
+    assert len(s.rows(rt.services["records"].table(rt.app("shop"), "complaint"))) == 1
+    assert rule_log(rt)[0]["outcome"] == "fired"
