@@ -281,12 +281,10 @@ class ReportService:
         ev_cols = [et.c.id.label("eid"), et.c[c.events_link].label("ref")]
         if c.events_date:
             ev_cols.append(et.c[c.events_date].label("ed"))
-        ev_conds = [x for x in (ev_base.whereclause,) if x is not None]
+        # Keep the readable query's FROM (its row filter may join linked tables) and WHERE.
+        ev = ev_base.with_only_columns(*ev_cols)
         if c.events_when is not None:
-            ev_conds.append(b.sql(c.events_when, et, ev_form))
-        ev = select(*ev_cols)
-        if ev_conds:
-            ev = ev.where(and_(*ev_conds))
+            ev = ev.where(b.sql(c.events_when, et, ev_form))
         ev = ev.subquery("e")
         on = [ev.c.ref == m.c.member]
         if c.within_days:
