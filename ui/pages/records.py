@@ -78,6 +78,9 @@ def can_view_pii(uow) -> bool:
 # ---------------------------------------------------------------------------
 # display helpers
 
+CACHED_TYPES = {"select", "radio", "boolean", "multi_select", "checkbox_group", "role", "cascade", "rating"}
+
+
 class Display:
     """Formats values of one form for one user: types, links, users, states, PII."""
 
@@ -87,6 +90,7 @@ class Display:
         self.pii = can_view_pii(uow)
         self.titles: dict[tuple[str, int], str] = {}
         self.users: dict[str, str] | None = None
+        self.cache: dict = {}          # (field, value) -> cell, for option-like types repeated on every row
 
     def preload(self, records: list[dict], names) -> None:
         """One query per linked form for the titles of every linked record shown."""
@@ -135,6 +139,15 @@ class Display:
             return {"text": self.titles.get(key) or f"#{v}", "url": f"/apps/{self.uow.app.name}/forms/{f.target_form}/{v}"}
         if f.type == "user":
             return {"text": self.user_name(str(v))}
+        if f.type in CACHED_TYPES:
+            key = (name, v if not isinstance(v, list) else tuple(v))
+            hit = self.cache.get(key)
+            if hit is None:
+                hit = self.cache[key] = self._formatted(name, f, v)
+            return hit
+        return self._formatted(name, f, v)
+
+    def _formatted(self, name: str, f, v) -> dict:
         text = format_value(f, v, self.lang, self.tz)
         if f.type in ("select", "radio") and f.spec.get("options"):
             for o in f.spec.get("options") or ():
