@@ -173,6 +173,7 @@ def test_scenario_2_complaint_escalates_by_itself_and_closes_after_a_call_back(r
     c = get(rt, "complaint", cid)
     assert c["escalation_level"] == 1
     assert [m["recipient"] for m in messages(rt, "complaint_escalated")] == ["rm.east"]
+    assert [(t["kind"], t["assignee"]) for t in tasks_of(rt, "complaint", cid, "escalation")] == [("escalation", "rm.east")]
 
     rt.clock.set(local(2026, 11, 23, 15, 0))
     r = h.post(f"/api/apps/automotive_crm/complaint/{cid}/transitions/start", json={}, headers=tokens["d002.svm"])
@@ -199,6 +200,7 @@ def test_scenario_2_complaint_escalates_by_itself_and_closes_after_a_call_back(r
     tick(rt, local(2026, 11, 26, 16, 1))                                  # not resolved: level 2, HQ told
     assert get(rt, "complaint", cid)["escalation_level"] == 2
     assert [m["recipient"] for m in messages(rt, "complaint_escalated_hq")] == ["hq.cr"]
+    assert [t["assignee"] for t in tasks_of(rt, "complaint", cid, "escalation")] == ["rm.east", "hq.cr"]
 
     rt.clock.set(local(2026, 11, 26, 17, 0))
     url = f"/api/apps/automotive_crm/complaint/{cid}/transitions/resolve"
@@ -337,3 +339,22 @@ def test_lead_claim_from_pool_and_lost_needs_the_managers_approval(rt, crm, api)
     flow = h.get(url + "/flow", headers=sm).json()
     assert flow["sla"][0]["sla"] == "first_contact" and flow["sla"][0]["status"] == "stopped" and not flow["sla"][0]["breached"]
     assert [t["name"] for t in flow["transitions"]] == ["reactivate"]
+
+
+def test_an_ignored_critical_complaint_climbs_the_whole_ladder(rt, crm):
+    cust = customer(rt, crm["D002"], phone="13912340099")
+    rt.clock.set(local(2026, 11, 23, 10, 0))
+    with sys_uow(rt) as u:
+        cid = u.service("records").create(u, "complaint", {
+            "subject": "行驶中仪表黑屏", "customer": cust, "dealer": crm["D002"], "channel": "app", "category": "product_quality",
+            "severity": "critical", "description": "高速行驶时中控与仪表同时黑屏约10秒，存在安全隐患。"})["id"]
+    c = get(rt, "complaint", cid)
+    assert c["owner"] == "d002.svm" and c["response_due_at"] == local(2026, 11, 23, 11, 0)
+    assert c["resolve_due_at"] == local(2026, 11, 23, 18, 0)
+    levels = []
+    for at in (local(2026, 11, 23, 11, 0), local(2026, 11, 23, 18, 0), local(2026, 11, 24, 17, 59), local(2026, 11, 24, 18, 0)):
+        tick(rt, at)
+        levels.append(get(rt, "complaint", cid)["escalation_level"])
+    assert levels == [1, 2, 2, 3]
+    c = get(rt, "complaint", cid)
+    assert c["owner"] == "hq.cr" and c["state"] == "assigned"         # HQ took it over
