@@ -152,7 +152,7 @@ class Scheduler:
                 else:
                     attempts = row["attempts"] + 1
                     final = attempts >= MAX_ATTEMPTS
-                    retry_at = from_db(row["due_at"]) + dt.timedelta(minutes=2 ** attempts)
+                    retry_at = max(now, from_db(row["due_at"])) + dt.timedelta(minutes=2 ** attempts)  # not again in this tick
                     conn.execute(update(t).where(t.c.id == row["id"]).values(
                         status="failed" if final else "pending", attempts=attempts, last_error=error[:2000],
                         due_at=row["due_at"] if final else to_db(retry_at), locked_by=self.worker_id))

@@ -84,6 +84,11 @@ class Seeder:
                     rows = list(self._generate(uow, spec["form"], spec["generate"], pools))
                 report = bulk_insert(uow, form, table, rows, mode="all")
                 lines.append(f"  seeded {report.inserted} {form.name} records")
+            # Bulk rows bypass events: let the rules engine schedule the date-relative
+            # reminders (maintenance, retention, follow-ups) that are still ahead.
+            rules = rt.services.get("rules")
+            if rules is not None and hasattr(rules, "schedule_date_timers"):
+                lines.append(f"  scheduled {rules.schedule_date_timers(uow)} upcoming reminders")
         return lines
 
     def _generate(self, uow: UnitOfWork, form: str, gen: dict, pools: dict):
