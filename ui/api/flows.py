@@ -54,7 +54,7 @@ def fire_transition(app: str, form: str, record_id: int, transition: str, reques
         flows = _flows(rt)
         records = uow.service("records")
         flows.transition(uow, form, record_id, transition, comment=body.comment, data=body.data)
-        rec = records.get(uow, form, record_id)
+        rec = records.load(uow, form, record_id)   # not get(): the transition may have moved it out of the caller's rows
         out = records.to_json(uow, records.form(uow.app, form), rec)
         pending = flows._pending_approval(uow, form, record_id)
         if pending is not None:
