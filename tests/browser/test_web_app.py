@@ -167,6 +167,8 @@ transitions:
     from: [new, qualified]
     to: lost
     comment: required
+    requires: [notes]
+    fields: [notes, budget]
     roles: [sales, manager, admin]
 """,
     "reports/sales.yaml": """\
@@ -378,15 +380,31 @@ def test_create_lead_error_fixed_in_place_conditional_cascade(page, site):
     save_screenshot(page, "lead-detail", full_page=True)
     # the timeline shows the creation
     assert page.locator("#timeline li").count() >= 1
-    # workflow buttons: 'lose' needs a comment (the flows service says so, shown as a toast) ...
+    # workflow buttons: 'lose' opens a dialog with its fields; without a comment it is refused (a toast) ...
     page.click("[data-transition=lose]")
+    dialog = page.locator("#dlg-lose")
+    dialog.wait_for(state="visible")
+    assert dialog.locator("#t-lose-notes").is_visible() and dialog.locator("#t-lose-budget").is_visible()
+    dialog.locator("#t-lose-notes").fill("客户已购竞品")
+    dialog.locator("[data-transition-submit=lose]").click()
     page.wait_for_selector(".toast-danger")
+    dialog.locator("[data-modal-close]").first.click()
     assert "新线索" in page.inner_text("h1")
     # ... 'qualify' moves the record on
     page.fill("#transition-comment", "客户确认下周到店")
     page.click("[data-transition=qualify]")
     page.wait_for_function("() => document.querySelector('h1').textContent.includes('已确认')")
     assert "客户确认下周到店" in page.inner_text("#timeline")
+    # ... and 'lose' with its dialog filled in sets the fields and moves the record in one step
+    page.click("[data-transition=lose]")
+    dialog = page.locator("#dlg-lose")
+    dialog.wait_for(state="visible")
+    dialog.locator("#t-lose-notes").fill("客户已购竞品")
+    dialog.locator("textarea[name=comment]").fill("价格原因")
+    save_screenshot(page, "transition-dialog")
+    dialog.locator("[data-transition-submit=lose]").click()
+    page.wait_for_function("() => document.querySelector('h1').textContent.includes('已战败')")
+    assert "客户已购竞品" in page.inner_text("[data-field=notes]")
     page.js_errors[:] = [e for e in page.js_errors if "/transition/lose" not in e]     # the refused transition
     _no_js_errors(page)
 

@@ -79,7 +79,8 @@ def available_transitions(uow: UnitOfWork, form_name: str, record: dict) -> list
                         "comment": it.get("comment") or (td.comment if td else "optional"),
                         "approval": bool(it.get("approval") or (td is not None and td.approval is not None)),
                         "blocked": it.get("blocked"), "to_label": it.get("to_label"),
-                        "requires": [r for r in (it.get("requires") or []) if isinstance(r, Mapping) and r.get("missing")]})
+                        "requires": [r for r in (it.get("requires") or []) if isinstance(r, Mapping) and r.get("missing")],
+                        "fields": list(it.get("fields") or (td.fields if td is not None else ()))})
         elif it is not None:
             out.append({"name": it.name, "label": it.label, "comment": getattr(it, "comment", "optional"),
                         "approval": getattr(it, "approval", None) is not None})

@@ -410,6 +410,14 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
         system = [dict(disp.value(c, rec), label=col_label(form, c, lang)) for c in ("state", "owner", "created_by", "created_at", "updated_at") if rec.get(c) not in (None, "")]
         timeline = build_timeline(uow, form, record_id, lang, disp)
         transitions = engines.available_transitions(uow, form.name, rec)
+        with_fields = [t for t in transitions if t.get("fields")]
+        if with_fields:
+            views = {fv["name"]: fv for sec in build_form(uow, form, lang, {}, [], rec)["sections"] for fv in sec["fields"]}
+            for t in with_fields:
+                needed = {r.get("field") for r in t.get("requires") or []}
+                t["inputs"] = [dict(views[n], id=f"t-{t['name']}-{n}", visible=True, wide=True, dup=False,
+                                    required=views[n]["required"] or n in needed)
+                               for n in t["fields"] if n in views and views[n]["widget"] != "display"]
         can_edit = grant(form, user, "update").allowed and _row_allowed(uow, form, record_id, "update")
         can_delete = grant(form, user, "delete").allowed and _row_allowed(uow, form, record_id, "delete")
         title = record_title(form, rec, lang, uow.app.tz, disp.pii, g.hidden)
@@ -1050,9 +1058,18 @@ async def transition(app_name: str, form_name: str, record_id: int, name: str, r
     submitted = await request.form()
     comment = str(submitted.get("comment") or "").strip() or None
     with unit_of_work(rt, app_name, user, lang, write=True) as uow:
-        _form(uow, form_name)
+        form = _form(uow, form_name)
         _svc(rt).get(uow, form_name, record_id)
-        engines.fire_transition(uow, form_name, record_id, name, comment)
+        data = {}
+        wf = engines.workflow_for(uow.app, form_name)
+        td = wf.transitions.get(name) if wf is not None else None
+        wanted = [n for n in str(submitted.get("_fields") or "").split(",") if n]
+        if td is not None and wanted:
+            g = grant(form, user, "update")
+            hidden = grant(form, user, "read").hidden | g.hidden
+            allowed = set(td.fields) & set(editable_fields(form, hidden, g.readonly, False))
+            data, _ = form_data(form, submitted, [n for n in wanted if n in allowed], _children(uow, form))
+        engines.fire_transition(uow, form_name, record_id, name, comment, data)
     return redirect(f"/apps/{app_name}/forms/{form_name}/{record_id}", request)
 
 
