@@ -579,6 +579,13 @@ class FlowService:
         return False
 
     def _open_task_for(self, uow: UnitOfWork, task_id: int) -> dict:
+        # Lock order everywhere: flow instance, then record, approval, task -- as a transition does.
+        peek = self._task(uow, task_id, for_update=False)
+        approval_id = (peek["payload"] or {}).get("approval") if peek["kind"] == "approval" else None
+        if approval_id:
+            inst_id = uow.conn.execute(select(T.approvals.c.instance_id).where(T.approvals.c.id == approval_id)).scalar()
+            if inst_id is not None:
+                uow.conn.execute(lock(select(T.instances.c.id).where(T.instances.c.id == inst_id), uow.conn)).first()
         task = self._task(uow, task_id)
         if not self.may_act_on(uow, task):
             raise Forbidden(msg(uow, bilingual("这不是您的任务", "this task is not yours")))

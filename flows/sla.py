@@ -220,6 +220,12 @@ def fire(uow: Any, service: Any, timer: dict) -> None:
     """Timer handler: warning, breach or an escalation level."""
     p = timer.get("payload") or {}
     c = T.sla_clocks
+    peek = uow.conn.execute(select(c.c.app, c.c.flow, c.c.record_id).where(c.c.id == p.get("clock"))).first()
+    if peek is None:
+        return
+    i = T.instances   # lock order as in a transition: the instance first, then the clock
+    uow.conn.execute(lock(select(i.c.id).where(i.c.app == peek.app, i.c.flow == peek.flow, i.c.record_id == peek.record_id),
+                          uow.conn)).first()
     row = uow.conn.execute(lock(select(c).where(c.c.id == p.get("clock")), uow.conn)).mappings().first()
     if row is None:
         return
