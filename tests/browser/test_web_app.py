@@ -401,6 +401,7 @@ def test_create_lead_error_fixed_in_place_conditional_cascade(page, site):
     dialog.wait_for(state="visible")
     dialog.locator("#t-lose-notes").fill("客户已购竞品")
     dialog.locator("textarea[name=comment]").fill("价格原因")
+    page.wait_for_timeout(400)                      # the dialog's opening animation
     save_screenshot(page, "transition-dialog")
     dialog.locator("[data-transition-submit=lose]").click()
     page.wait_for_function("() => document.querySelector('h1').textContent.includes('已战败')")

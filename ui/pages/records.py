@@ -462,7 +462,59 @@ def child_table(uow, form: FormDef, field: str, record_id: int, lang: str) -> di
 
 
 KIND_KEYS = {"create": "created", "update": "updated", "transition": "transition", "rule": "rule",
-             "message": "message", "task": "task", "comment": "comment"}
+             "message": "message", "task": "task", "comment": "comment", "approval": "approval", "sla": "sla",
+             "journey": "journey"}
+EVENTS = {
+    "requested": ("发起", "requested"), "approved": ("通过", "approved"), "rejected": ("驳回", "rejected"),
+    "approval_approved": ("审批通过", "approved"), "approval_rejected": ("审批驳回", "rejected"),
+    "cancelled": ("取消", "cancelled"), "completed": ("完成", "completed"), "transferred": ("转交", "transferred"),
+    "signer_added": ("加签", "signer added"), "vote": ("表决", "voted"), "started": ("开始计时", "started"),
+    "paused": ("暂停", "paused"), "resumed": ("恢复", "resumed"), "stopped": ("停止", "stopped"),
+    "met": ("按时完成", "met"), "breached": ("超时", "breached"), "warned": ("即将超时", "warning"),
+    "escalated": ("升级", "escalated"), "enrolled": ("加入", "enrolled"), "done": ("完成", "done"),
+    "skipped": ("跳过", "skipped"), "waiting": ("等待", "waiting"), "missed": ("错过", "missed"),
+    "timeout": ("超时", "timed out"), "exited": ("退出", "exited"), "goal": ("达成目标", "goal reached"),
+}
+
+
+def _event(name: str, lang: str) -> str:
+    pair = EVENTS.get(str(name))
+    return (pair[1] if lang == "en" else pair[0]) if pair else str(name)
+
+
+def _summary(uow, form: FormDef, kind: str, data: Mapping, lang: str) -> str | None:
+    """One readable line for engine entries (transitions, approvals, tasks, SLA, journeys)."""
+    wf = engines.workflow_for(uow.app, form.name)
+
+    def state(name):
+        lab, _ = engines.state_label(uow.app, form.name, name)
+        return label(lab, lang, name or "—")
+
+    def transition(name):
+        td = wf.transitions.get(name) if wf is not None and name else None
+        return label(td.label, lang, name) if td is not None else (name or "")
+
+    try:
+        if kind == "transition" and "to" in data:
+            return f"{transition(data.get('transition'))}（{state(data.get('from'))} → {state(data.get('to'))}）"
+        if kind == "approval":
+            return f"{transition(data.get('transition'))} · {_event(data.get('event'), lang)}"
+        if kind == "task":
+            extra = f" → {data.get('to')}" if data.get("to") else ""
+            return f"{label(data.get('title'), lang, '')} · {_event(data.get('event'), lang)}{extra}".strip(" ·")
+        if kind == "sla":
+            sd = next((x for x in (wf.sla if wf is not None else ()) if x.name == data.get("sla")), None)
+            name = label(sd.label, lang, sd.name) if sd is not None and sd.label else data.get("sla")
+            return f"SLA {name} · {_event(data.get('event'), lang)}"
+        if kind == "journey":
+            flows = uow.app.section("flows") or {}
+            j = flows.get(data.get("journey"))
+            name = label(getattr(j, "label", None), lang, data.get("journey") or "")
+            step = f" · {data.get('step')}" if data.get("step") else ""
+            return f"{name}{step} · {_event(data.get('event'), lang)}"
+    except Exception:  # noqa: BLE001 - fall back to the raw entry
+        return None
+    return None
 
 
 def build_timeline(uow, form: FormDef, record_id: int, lang: str, disp: Display) -> list[dict]:
@@ -491,8 +543,10 @@ def build_timeline(uow, form: FormDef, record_id: int, lang: str, disp: Display)
             except ValueError:
                 when = str(at)
         kind = h.get("kind") or ""
+        summary = _summary(uow, form, kind, data, lang) if isinstance(data, Mapping) else None
         items.append({"kind": kind, "kind_label": translate(KIND_KEYS.get(kind, kind), lang),
-                      "actor": disp.user_name(h.get("actor")), "at": when, "changes": changes, "comment": h.get("comment")})
+                      "actor": disp.user_name(h.get("actor")), "at": when, "summary": summary,
+                      "changes": [] if summary else changes, "comment": h.get("comment")})
     return items
 
 
