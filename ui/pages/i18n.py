@@ -74,6 +74,8 @@ STRINGS: dict[str, tuple[str, str]] = {
     "prev": ("上一页", "Previous"),
     "next": ("下一页", "Next"),
     "pagination": ("分页", "Pagination"),
+    "page_size": ("每页条数", "Rows per page"),
+    "per_page": ("{n} 条/页", "{n} / page"),
     "from": ("从", "From"),
     "to": ("至", "To"),
     "min": ("最小", "Min"),

@@ -134,8 +134,8 @@
     if (li) setTimeout(function () { li.remove(); }, 0);
   });
 
-  // ---- dashboards: filters reload the page ---------------------------------------
+  // ---- dashboards' filters and the list's page size reload the page ----------------
   doc.addEventListener("change", function (e) {
-    if (e.target.matches && e.target.matches("form.dashboard-filters select")) e.target.form.submit();
+    if (e.target.matches && e.target.matches("form.dashboard-filters select, select.auto-submit")) e.target.form.submit();
   });
 })();
