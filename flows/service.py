@@ -838,6 +838,11 @@ class FlowService:
             tk.c.app == uow.app.name, tk.c.form == form, tk.c.record_id == record_id).order_by(tk.c.id)).mappings()]
         return out
 
+    def adopt_existing(self, uow: UnitOfWork) -> dict:
+        """Instances, SLA clocks and enrolments for records written without events (bulk import, seed)."""
+        from .adopt import adopt_existing
+        return adopt_existing(uow, self)
+
     # ------------------------------------------------------------------ events
     def on_created(self, event: Event, uow: UnitOfWork) -> None:
         if not self.flows(uow.app):
