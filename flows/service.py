@@ -257,23 +257,34 @@ class FlowService:
                     f"执行“{label}”前请填写“{flabel}”", f"{fd.fields[f].label.get('en') if f in fd.fields else f} is required to '{label}'"))})
         if errors:
             raise RecordInvalid(errors)
-        if data:
-            trusted = set(data) <= set(t.fields) | set(t.requires)
-            rec = records.update(uow, form, record_id, data, trusted=trusted)
-            env = record_env(uow, form, rec)
-        if t.guard is not None:
-            try:
-                ok = bool(evaluate(uow, t.guard, env))
-            except Exception as exc:  # noqa: BLE001 - a guard that cannot be evaluated does not hold
-                log.warning("guard of %s.%s failed: %s", wf.name, name, exc)
-                ok = False
-            if not ok:
-                raise Conflict(msg(uow, t.guard_message, "") or msg(uow, bilingual(
-                    f"不满足执行“{label}”的条件", f"the conditions for '{label}' are not met")))
-        if t.approval is not None:
-            self._request_approval(uow, wf, inst, rec, t, comment, data)
-            return records.load(uow, form, record_id)
-        return self._change_state(uow, wf, inst, rec, t.target(state), t, comment)
+        key = (form, record_id)
+        busy = self._busy(uow)
+        nested = key in busy
+        busy.add(key)          # no automatic transition may cut in while this one runs
+        try:
+            if data:
+                trusted = set(data) <= set(t.fields) | set(t.requires)
+                rec = records.update(uow, form, record_id, data, trusted=trusted)
+                env = record_env(uow, form, rec)
+            if t.guard is not None:
+                try:
+                    ok = bool(evaluate(uow, t.guard, env))
+                except Exception as exc:  # noqa: BLE001 - a guard that cannot be evaluated does not hold
+                    log.warning("guard of %s.%s failed: %s", wf.name, name, exc)
+                    ok = False
+                if not ok:
+                    raise Conflict(msg(uow, t.guard_message, "") or msg(uow, bilingual(
+                        f"不满足执行“{label}”的条件", f"the conditions for '{label}' are not met")))
+            if t.approval is not None:
+                self._request_approval(uow, wf, inst, rec, t, comment, data)
+            else:
+                self._change_state(uow, wf, inst, rec, t.target(state), t, comment)
+        finally:
+            if not nested:
+                busy.discard(key)
+        if not nested:
+            self._auto(uow, wf, record_id)
+        return records.load(uow, form, record_id)
 
     def _change_state(self, uow: UnitOfWork, wf: WorkflowDef, inst: dict, rec: Mapping[str, Any], to: str,
                       t: TransitionDef | None, comment: str | None, *, kind: str = "transition",
@@ -344,7 +355,15 @@ class FlowService:
                     break
             if fired is None:
                 return
-            self._change_state(sys_uow, cur, inst, rec, fired.to, fired, None, extra={"auto": True})
+            busy = self._busy(uow)
+            key = (cur.form, record_id)
+            nested = key in busy
+            busy.add(key)      # this loop looks for the next automatic transition itself
+            try:
+                self._change_state(sys_uow, cur, inst, rec, fired.to, fired, None, extra={"auto": True})
+            finally:
+                if not nested:
+                    busy.discard(key)
         log.warning("%s: automatic transitions of record %s kept firing; stopped after %d", wf.name, record_id, MAX_AUTO)
 
     def _schedule_timed(self, uow: UnitOfWork, wf: WorkflowDef, inst: dict, state: str) -> None:
@@ -856,15 +875,14 @@ class FlowService:
         wf = self.workflow_for(uow.app, event.form)
         if wf is not None and rec.get("id") is not None:
             key = (event.form, rec["id"])
-            if key not in self._busy(uow):
-                i = T.instances
-                row = uow.conn.execute(select(i).where(i.c.app == uow.app.name, i.c.flow == wf.name,
-                                                       i.c.record_id == rec["id"])).mappings().first()
-                if row is not None:
-                    cur = self._wf_of(uow, dict(row)) or wf
-                    if "state" not in event.changed:
-                        sla.on_updated(uow, cur, rec, event.changed)
-                        self._auto(uow, cur, rec["id"])
+            i = T.instances
+            row = uow.conn.execute(select(i).where(i.c.app == uow.app.name, i.c.flow == wf.name,
+                                                   i.c.record_id == rec["id"])).mappings().first()
+            if row is not None and "state" not in event.changed:
+                cur = self._wf_of(uow, dict(row)) or wf
+                sla.on_updated(uow, cur, rec, event.changed)
+                if key not in self._busy(uow):
+                    self._auto(uow, cur, rec["id"])
         for j in self.journeys_for(uow.app, event.form):
             journeys.check(uow, self, j, rec, event.old)
         if self.journey_watchers(uow.app, event.form):
