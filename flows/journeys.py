@@ -196,6 +196,9 @@ def _run_step(uow: Any, service: Any, j: JourneyDef, enr: dict, step: StepDef, r
                                                     **({"branch": branch + 1} if branch is not None else {}),
                                                     "actions": [d.get("action") for d in done]})
     enr = _save(uow, enr, waiting=False, steps_done=list(enr["steps_done"] or []) + [step.name])
+    e = T.enrolments
+    if uow.conn.execute(select(e.c.status).where(e.c.id == enr["id"])).scalar() != "active":
+        return   # the step's own actions met the goal or the exit condition
     nxt = j.index(goto) if goto else j.index(step.name) + 1
     _advance(uow, j, enr, nxt, uow.now)
 
