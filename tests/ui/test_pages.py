@@ -316,3 +316,28 @@ def test_admin_users_outbox_timers_audit(mini):
         page = web.get(url)
         assert page.status_code == 200, url
     assert "auth.sign_in" in web.get("/admin/audit?action=auth.").text
+
+
+def test_pages_showing_personal_data_are_audited(mini):
+    from sqlalchemy import select
+
+    from engine import platform as P
+    admin = mini.user("root", ["admin"])
+    east = _api_create(mini, admin, "customer", {"name": "East One", "phone": "13600000001", "region": "east"})
+
+    def pii_reads(who):
+        with mini.rt.db.read() as conn:
+            return conn.execute(select(P.audit.c.details).where(P.audit.c.action == "pii.read",
+                                                                P.audit.c.actor == who)).scalars().all()
+
+    manager = _browser(mini, "mona", ["manager"])
+    page = manager.get(f"/apps/mini/forms/customer/{east['id']}").text
+    assert "13600000001" in page
+    reads = pii_reads("mona")
+    assert len(reads) == 1 and reads[0]["fields"] == ["phone"] and reads[0]["ids"] == [east["id"]]
+    manager.get("/apps/mini/forms/customer")
+    assert len(pii_reads("mona")) == 2
+    agent = _browser(mini, "agnes", ["agent"], {"region": "east"})
+    page = agent.get(f"/apps/mini/forms/customer/{east['id']}").text
+    assert "13600000001" not in page and "136****0001" in page          # masked: nothing to audit
+    assert pii_reads("agnes") == []

@@ -75,6 +75,20 @@ def can_view_pii(uow) -> bool:
     return _svc(uow.runtime).can_view_pii(uow)
 
 
+def audit_pii(uow, form: FormDef, ids: list, fields) -> None:
+    """Like the JSON API: every page that shows unmasked personal data is audited
+    (who, which records, which fields).  Nothing is written for masked values."""
+    shown = [n for n in fields if n in form.fields and form.fields[n].pii]
+    if not ids or not shown or not can_view_pii(uow):
+        return
+    from engine.audit import audit
+    rt = uow.runtime
+    with rt.db.write() as conn:
+        audit(conn, rt.clock.now(), uow.user.username, "pii.read", app=form.app, form=form.name,
+              record_id=ids[0] if len(ids) == 1 else None,
+              details={"fields": shown, "ids": list(ids)[:500], "count": len(ids), "via": "page"})
+
+
 # ---------------------------------------------------------------------------
 # display helpers
 
@@ -323,6 +337,7 @@ def list_page(app_name: str, form_name: str, request: Request):
         table = [{"id": r["id"], "url": f"{base}/{r['id']}",
                   "cells": [dict(disp.value(c, r), col=c, link=(c == title_col)) for c in cols]} for r in rows]
         controls = _filter_controls(uow, form, lang, dict(params), g.hidden)
+        audit_pii(uow, form, [r["id"] for r in rows], cols)
         can_create = grant(form, user, "create").allowed
         current_order = order or form.list_order
         headers = []
@@ -393,6 +408,7 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
         disp = Display(uow, form, lang)
         disp.preload([rec], form.fields)
         ctx_state = field_states(uow, form, rec)
+        audit_pii(uow, form, [record_id], [n for n in form.fields if n not in g.hidden])
         sections = []
         for sec in layout_of(form, [n for n in form.fields if n not in g.hidden]):
             items = []
@@ -921,6 +937,7 @@ def edit_page(app_name: str, form_name: str, record_id: int, request: Request):
         if not grant(form, user, "update").allowed or not _row_allowed(uow, form, record_id, "update"):
             from engine.errors import Forbidden
             raise Forbidden(f"you may not change this {form.name}")
+        audit_pii(uow, form, [record_id], [n for n in form.fields if n not in grant(form, user, "read").hidden])
         return _form_page(request, uow, form, lang, rec, {}, [])
 
 
