@@ -26,9 +26,19 @@ def runtime(request: Request) -> Runtime:
     return request.app.state.runtime
 
 
+SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
+
+
 def current_user(request: Request, token: str | None = Depends(oauth2)) -> User:
     rt: Runtime = request.app.state.runtime
-    token = token or request.cookies.get(SESSION_COOKIE)
+    if not token and request.cookies.get(SESSION_COOKIE):
+        # Signed in by the browser's session cookie: a state-changing call must also
+        # echo the CSRF cookie in a header (double submit), as the HTML pages do.
+        if request.method not in SAFE_METHODS:
+            sent = request.headers.get("x-csrf-token")
+            if not sent or sent != request.cookies.get("loom_csrf"):
+                raise HTTPException(403, "missing or wrong X-CSRF-Token header for a cookie-authenticated request")
+        token = request.cookies.get(SESSION_COOKIE)
     if not token:
         raise HTTPException(401, "sign in first: POST /api/auth/token with username and password",
                             headers={"WWW-Authenticate": "Bearer"})

@@ -72,3 +72,15 @@ def test_openapi_documents_each_forms_fields(api):
     assert schema["properties"]["region"]["enum"] == ["east", "south", "north", None]
     assert "/api/apps/mini/ticket" in doc["paths"]
     assert doc["paths"]["/api/apps/mini/ticket"]["post"]["responses"]["422"]
+
+
+def test_cookie_authenticated_api_writes_need_the_csrf_header(api):
+    install(api.rt, read_package(FIXTURES / "mini_app"))
+    token = api.user("erin", ["admin"])["Authorization"].split()[1]
+    api.http.cookies.set("loom_session", token)
+    api.http.cookies.set("loom_csrf", "abc123")
+    assert api.http.get("/api/apps").status_code == 200                      # reads: cookie is enough
+    r = api.http.post("/api/apps/mini/customer", json={"name": "跨站"})
+    assert r.status_code == 403 and "X-CSRF-Token" in r.json()["detail"]
+    ok = api.http.post("/api/apps/mini/customer", json={"name": "同站"}, headers={"X-CSRF-Token": "abc123"})
+    assert ok.status_code == 201

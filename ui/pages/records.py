@@ -291,17 +291,10 @@ def _filter_controls(uow, form: FormDef, lang: str, active: Mapping[str, str], h
 
 
 def _export_links(request: Request, app: str, form: str, query: str) -> list[dict]:
-    """Export links, if the reports/forms engines registered an export route."""
-    links = []
-    for route in request.app.routes:
-        path = getattr(route, "path", "")
-        if path in ("/api/apps/{app}/{form}/export", "/api/apps/{app}/{form}/_export", "/api/apps/{app}/{form}/export.{fmt}"):
-            base = path.replace("{app}", app).replace("{form}", form)
-            for fmt in ("csv", "xlsx"):
-                url = base.replace("{fmt}", fmt) + "?" + urllib.parse.urlencode({"format": fmt}) + (("&" + query) if query else "")
-                links.append({"fmt": fmt, "url": url})
-            break
-    return links
+    """CSV/XLSX links of the list export API (same filters as the page)."""
+    base = f"/api/apps/{app}/{form}/_export"
+    extra = "&".join(p for p in query.split("&") if p and not p.startswith(("page=", "size=", "cols="))) if query else ""
+    return [{"fmt": fmt, "url": f"{base}?format={fmt}" + (f"&{extra}" if extra else "")} for fmt in ("csv", "xlsx")]
 
 
 @router.get("/apps/{app_name}/forms/{form_name}")
