@@ -89,6 +89,10 @@ class Seeder:
             rules = rt.services.get("rules")
             if rules is not None and hasattr(rules, "schedule_date_timers"):
                 lines.append(f"  scheduled {rules.schedule_date_timers(uow)} upcoming reminders")
+            flows = rt.services.get("flows")
+            if flows is not None and hasattr(flows, "adopt_existing"):
+                counts = flows.adopt_existing(uow)   # workflow instances, SLA clocks, journey enrolments
+                lines.append("  flows: " + ", ".join(f"{n} {k.replace('_', ' ')}" for k, n in counts.items()))
         return lines
 
     def _generate(self, uow: UnitOfWork, form: str, gen: dict, pools: dict):
