@@ -86,7 +86,7 @@ def uow_for(rt, conn, username=None, lang="zh"):
 def test_crm_package_defines_the_dashboards_its_menus_use():
     app = compile_package(read_package(CRM))
     assert {"sales_dashboard", "service_dashboard", "hq_dashboard"} <= set(app.section("dashboards"))
-    assert {"lead_funnel", "complaint_sla", "nps_by_dealer", "first_service_return", "service_retention"} <= set(app.section("reports"))
+    assert {"lead_funnel", "complaint_sla", "nps_by_dealer", "first_service_return_rate", "service_retention"} <= set(app.section("reports"))
 
 
 def test_every_crm_report_and_dashboard_runs(crm_app):
@@ -123,7 +123,7 @@ def test_crm_numbers(crm_app):
         assert len(by_dealer) == 2
         ret = svc.run(uow, "service_retention", {"period": "all"})
         assert ret["rows"] == [["2026-06", 2, 1, 1, 0.5, 0.5]]
-        first = svc.run(uow, "first_service_return", {"period": "all"})
+        first = svc.run(uow, "first_service_return_rate", {"period": "all"})
         assert first["rows"] == [["2026-06", 2, 1, 0.5]]
         prov = svc.run(uow, "complaints_by_province", {"period": "all"})
         assert prov["rows"] == [["上海市", 2]]
