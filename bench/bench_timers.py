@@ -77,35 +77,6 @@ def handler(uow, timer: dict) -> None:
 def _register() -> None:
     from engine.scheduler import register_timer_handler
     register_timer_handler(KIND, handler)
-    if os.environ.get("LOOM_BENCH_FAST_ENQUEUE") == "1":
-        _patch_enqueue()
-
-
-def _patch_enqueue() -> None:
-    """What-if (--fast-enqueue): ``engine.outbox.enqueue`` executing one prebuilt statement with
-    bound parameters instead of building ``insert().values(**values)`` per call (same SQL, same result)."""
-    from engine import outbox
-    from engine import platform as P
-    from engine.clock import to_db
-    stmts: dict = {}
-
-    def enqueue(conn, *, app, template, channel, recipient, rendered, key, due_at, now, subject=None, lang=None,
-                kind="service", status="queued", recipient_kind=None, form=None, record_id=None, last_error=None):
-        dialect = conn.dialect.name
-        stmt = stmts.get(dialect)
-        if stmt is None:
-            if dialect == "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            else:
-                from sqlalchemy.dialects.sqlite import insert
-            stmt = stmts[dialect] = insert(P.outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
-        res = conn.execute(stmt, dict(
-            app=app, template=template, channel=channel, recipient=str(recipient)[:255], rendered=rendered, subject=subject,
-            lang=lang, kind=kind, status=status, recipient_kind=recipient_kind, idempotency_key=key[:255],
-            due_at=to_db(due_at), form=form, record_id=record_id, created_at=to_db(now), attempts=0, last_error=last_error,
-            next_attempt_at=None, sent_at=None))
-        return res.rowcount > 0
-    outbox.enqueue = enqueue
 
 
 # -- worker processes ----------------------------------------------------------------
@@ -262,8 +233,6 @@ def main() -> None:
     ap.add_argument("--timers", type=int, default=100_000)
     ap.add_argument("--workers", default="1,4", help="comma-separated worker counts")
     ap.add_argument("--batch", type=int, default=0, help="timers per claim (default: the scheduler's BATCH)")
-    ap.add_argument("--fast-enqueue", action="store_true",
-                    help="what-if: outbox.enqueue with a prebuilt statement (a proposed engine/outbox.py change)")
     ap.add_argument("--worker", choices=["loom", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
     ap.add_argument("--go", help=argparse.SUPPRESS)
@@ -273,8 +242,6 @@ def main() -> None:
     if args.worker:
         (worker_loom if args.worker == "loom" else worker_bare)(args.db, args.name, Path(args.go), batch)
         return
-    if args.fast_enqueue:
-        os.environ["LOOM_BENCH_FAST_ENQUEUE"] = "1"
     if not args.db.startswith(("postgresql", "postgres")):
         raise SystemExit("this benchmark needs PostgreSQL (--db postgresql://...)")
     from engine.clock import Clock
@@ -283,8 +250,7 @@ def main() -> None:
     from ui.wiring import build_runtime
     url, drop = _scratch_db(args.db)
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
-    print(f"{args.timers} timers per run, batch {batch}, on {os.cpu_count()} CPU(s); PostgreSQL scratch database"
-          + ("; what-if: prebuilt-statement outbox.enqueue" if args.fast_enqueue else ""))
+    print(f"{args.timers} timers per run, batch {batch}, on {os.cpu_count()} CPU(s); PostgreSQL scratch database")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)

@@ -33,20 +33,32 @@ log = logging.getLogger("loom.outbox")
 MAX_ATTEMPTS = 6
 
 
+_INSERT: dict[str, Any] = {}
+
+
+def _insert_statement(dialect: str):
+    """``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING``, built once per dialect:
+    building ``insert().values(...)`` per message was most of a timer's cost."""
+    stmt = _INSERT.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = _INSERT[dialect] = insert(P.outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
+    return stmt
+
+
 def enqueue(conn: Connection, *, app: str, template: str, channel: str, recipient: str, rendered: str,
             key: str, due_at: dt.datetime, now: dt.datetime, subject: str | None = None, lang: str | None = None,
             kind: str = "service", status: str = "queued", recipient_kind: str | None = None,
             form: str | None = None, record_id: int | None = None, last_error: str | None = None) -> bool:
     """Queue a message unless one with ``key`` exists; True if queued."""
-    values = dict(app=app, template=template, channel=channel, recipient=str(recipient)[:255], rendered=rendered,
-                  subject=subject, lang=lang, kind=kind, status=status, recipient_kind=recipient_kind,
-                  idempotency_key=key[:255], due_at=to_db(due_at), form=form, record_id=record_id,
-                  created_at=to_db(now), attempts=0, last_error=last_error)
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    res = conn.execute(insert(P.outbox).values(**values).on_conflict_do_nothing(index_elements=["idempotency_key"]))
+    res = conn.execute(_insert_statement(conn.dialect.name), dict(
+        app=app, template=template, channel=channel, recipient=str(recipient)[:255], rendered=rendered,
+        subject=subject, lang=lang, kind=kind, status=status, recipient_kind=recipient_kind,
+        idempotency_key=key[:255], due_at=to_db(due_at), form=form, record_id=record_id,
+        created_at=to_db(now), attempts=0, last_error=last_error, next_attempt_at=None, sent_at=None))
     return res.rowcount > 0
 
 
