@@ -75,8 +75,8 @@ def dashboard_view(uow, name: str, params: Mapping[str, str]) -> dict | None:
             "filters": data.get("filters") or [], "widgets": [widget_view(w) for w in data.get("widgets") or []]}
 
 
-@router.get("/apps/{app_name}/dashboards/{name}")
-def dashboard_page(app_name: str, name: str, request: Request):
+def _board(request: Request, app_name: str, name: str) -> tuple[str, dict, str, dict]:
+    """(language, dashboard view, auto-refresh URL) -- shared by the page and its refresh fragment."""
     user = page_user(request)
     rt = runtime(request)
     lang = _lang(request, user, rt, app_name)
@@ -87,25 +87,22 @@ def dashboard_page(app_name: str, name: str, request: Request):
         from engine.errors import NotFound
         raise NotFound(name)
     query = urllib.parse.urlencode(params)
+    return lang, view, f"/apps/{app_name}/dashboards/{name}/_widgets" + (f"?{query}" if query else ""), params
+
+
+@router.get("/apps/{app_name}/dashboards/{name}")
+def dashboard_page(app_name: str, name: str, request: Request):
+    _, view, refresh_url, params = _board(request, app_name, name)
     return render(request, "dashboard.html", {"app_name": app_name, "board": view, "params": params,
-                                              "refresh_url": f"/apps/{app_name}/dashboards/{name}/_widgets" + (f"?{query}" if query else "")})
+                                              "refresh_url": refresh_url})
 
 
 @router.get("/apps/{app_name}/dashboards/{name}/_widgets")
 def dashboard_widgets(app_name: str, name: str, request: Request):
     """The widgets alone: the auto-refresh target."""
-    user = page_user(request)
-    rt = runtime(request)
-    lang = _lang(request, user, rt, app_name)
-    params = _params(request)
-    with unit_of_work(rt, app_name, user, lang) as uow:
-        view = dashboard_view(uow, name, params)
-    if view is None:
-        from engine.errors import NotFound
-        raise NotFound(name)
-    query = urllib.parse.urlencode(params)
+    lang, view, refresh_url, _ = _board(request, app_name, name)
     return fragment(request, "_widgets.html", {"lang": lang, "board": view, "app_name": app_name,
-                                               "refresh_url": f"/apps/{app_name}/dashboards/{name}/_widgets" + (f"?{query}" if query else "")})
+                                               "refresh_url": refresh_url})
 
 
 @router.get("/apps/{app_name}/reports/{name}")
