@@ -84,3 +84,21 @@ def test_cookie_authenticated_api_writes_need_the_csrf_header(api):
     assert r.status_code == 403 and "X-CSRF-Token" in r.json()["detail"]
     ok = api.http.post("/api/apps/mini/customer", json={"name": "同站"}, headers={"X-CSRF-Token": "abc123"})
     assert ok.status_code == 201
+
+
+def test_outbox_lists_messages_for_admins_only(api):
+    from engine.outbox import enqueue
+    install(api.rt, read_package(FIXTURES / "mini_app"))
+    admin = api.user("root", ["admin"])
+    agent = api.user("ann", ["agent"])
+    now = api.rt.clock.now()
+    with api.rt.db.write() as conn:
+        enqueue(conn, app="mini", template="welcome", channel="sms", recipient="13800000000", rendered="欢迎",
+                key="k1", due_at=now, now=now)
+        enqueue(conn, app="mini", template="bye", channel="email", recipient="a@b.cn", rendered="再见",
+                key="k2", due_at=now, now=now)
+    items = api.http.get("/api/outbox?template=welcome", headers=admin).json()["items"]
+    assert [(m["template"], m["channel"], m["recipient"], m["rendered"], m["status"]) for m in items] == [
+        ("welcome", "sms", "13800000000", "欢迎", "queued")]
+    assert items[0]["due_at"].endswith("Z") and items[0]["sent_at"] is None
+    assert api.http.get("/api/outbox", headers=agent).status_code == 403

@@ -122,3 +122,25 @@ def export_app(app: str, request: Request, user: User = Depends(current_user)):
         raise HTTPException(404, f"no app '{app}' is installed") from None
     return Response(appdef.package.to_zip(), media_type="application/zip",
                     headers={"Content-Disposition": f'attachment; filename="{app}-{appdef.version}.zip"'})
+
+
+@router.get("/outbox", tags=["platform"], summary="Admin: messages queued or sent")
+def list_outbox(request: Request, template: str | None = None, recipient: str | None = None, status: str | None = None,
+                limit: int = 100, offset: int = 0, user: User = Depends(current_user)):
+    rt = runtime(request)
+    _require_permission(rt, user, "manage_app")
+    o = P.outbox
+    q = select(o).order_by(o.c.id.desc())
+    if template:
+        q = q.where(o.c.template == template)
+    if recipient:
+        q = q.where(o.c.recipient == recipient)
+    if status:
+        q = q.where(o.c.status == status)
+    with rt.db.read() as conn:
+        rows = conn.execute(q.limit(max(1, min(limit, 500))).offset(max(0, offset))).mappings().all()
+    return {"items": [{"id": r["id"], "app": r["app"], "template": r["template"], "channel": r["channel"],
+                       "recipient": r["recipient"], "rendered": r["rendered"], "subject": r["subject"],
+                       "kind": r["kind"], "status": r["status"], "due_at": _iso(r["due_at"]),
+                       "sent_at": _iso(r["sent_at"]), "attempts": r["attempts"], "last_error": r["last_error"],
+                       "form": r["form"], "record_id": r["record_id"]} for r in rows]}
