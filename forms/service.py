@@ -54,6 +54,7 @@ class Records:
         self.rt = runtime
         self._tables: dict[str, tuple[dict[str, Table], set[str]]] = {}
         self._lookup_fields: dict[tuple, FieldDef] = {}
+        self._trees: dict[tuple, Any] = {}
 
     # -- definitions and tables ------------------------------------------
     def tables(self, app: AppDef) -> dict[str, Table]:
@@ -478,9 +479,8 @@ class Records:
     def _json_value(self, f: FieldDef, value: Any) -> Any:
         return f.ftype.to_json(value, f.spec) if value is not None else None
 
-    _trees: dict = {}
-
     def _options_tree(self, app: AppDef, path: str) -> Any:
+        """A cascade's options file, parsed once per package digest."""
         key = (app.digest, path)
         if key not in self._trees:
             from engine.yamlpos import load_yaml

@@ -71,9 +71,8 @@ def test_failed_import_leaves_database_exactly_as_it_was(rt, tmp_path):
     install(rt, pkg(tmp_path))
     add_customers(rt)
     before = snapshot(rt)
-    # v2 adds a column *and* retypes 'name' to a number: the conversion fails
-    # on PostgreSQL (text -> integer) and we force a failure on SQLite with a
-    # hook-free trick: an impossible unique index over duplicate data.
+    # v2 adds a column (applied first) and a unique index that the existing
+    # rows violate (all three are 'east'), so the import fails part-way.
     bad = (FIXTURES / "mini_app" / "forms" / "customer.yaml").read_text()
     bad = bad.replace("  visits: {type: number, min: 0}", "  visits: {type: number, min: 0}\n  note: {type: text}")
     bad = bad.replace("region: {type: select, options: [east, south, north]}",
