@@ -30,7 +30,16 @@ _hasher = (PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1)
            if os.environ.get("LOOM_PASSWORD_HASH") == "fast" else PasswordHasher())
 # A hash of a random secret, verified when the user does not exist, so that
 # response time doesn't reveal which user names exist.
-_DUMMY_HASH = _hasher.hash(secrets.token_urlsafe(16))
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """Made on first use, not at import: hashing costs ~0.3 s, which every CLI command paid."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash(secrets.token_urlsafe(16))
+    return _dummy_hash
+
 
 TOKEN_TTL = dt.timedelta(hours=12)
 MAX_FAILED_LOGINS = 5
@@ -120,7 +129,7 @@ def authenticate(conn: Connection, now: dt.datetime, username: str, password: st
     row = conn.execute(select(P.users).where(P.users.c.username == username)).first()
     if row is None or not row.password_hash:
         try:
-            _hasher.verify(_DUMMY_HASH, password or "")
+            _hasher.verify(_dummy(), password or "")
         except VerificationError:
             pass
         raise AuthError("wrong user name or password")

@@ -7,10 +7,12 @@ the others wait and then find nothing to do.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import text
+
+if TYPE_CHECKING:  # alembic is imported when migrating: commands like `validate` never need it
+    from alembic.config import Config
 
 from .db import Database
 
@@ -18,6 +20,7 @@ _LOCK_ID = 0x6C6F6F6D  # 'loom'
 
 
 def _config(conn) -> Config:
+    from alembic.config import Config
     cfg = Config()
     cfg.set_main_option("script_location", str(Path(__file__).with_name("migrations")))
     cfg.attributes["connection"] = conn
@@ -28,4 +31,5 @@ def upgrade_platform(db: Database) -> None:
     with db.write() as conn:
         if db.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
+        from alembic import command
         command.upgrade(_config(conn), "heads")

@@ -12,10 +12,11 @@ import json
 import re
 from functools import lru_cache
 from importlib import resources
-from typing import Any, Iterator
+from typing import TYPE_CHECKING, Any, Iterator
 
-from jsonschema import Draft202012Validator
-from jsonschema.exceptions import ValidationError, best_match
+if TYPE_CHECKING:  # jsonschema is imported when a file fails the fast check: it costs 0.15 s to import
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import ValidationError
 
 from .problems import one_of, suggest
 
@@ -29,12 +30,17 @@ def schema_for(kind: str) -> dict:
 
 
 @lru_cache(maxsize=None)
-def validator_for(kind: str) -> Draft202012Validator:
-    """A validator over the schema with its local ``$ref``s inlined: resolving
-    references on every value was half of the validation time."""
+def inlined_schema(kind: str) -> dict:
+    """The schema with its local ``$ref``s inlined: resolving references on
+    every value was half of the pure-Python validation time."""
     schema = schema_for(kind)
-    inlined = {k: v for k, v in _inline(schema, schema.get("$defs", {})).items() if k != "$defs"}
-    return Draft202012Validator(inlined)
+    return {k: v for k, v in _inline(schema, schema.get("$defs", {})).items() if k != "$defs"}
+
+
+@lru_cache(maxsize=None)
+def validator_for(kind: str) -> Draft202012Validator:
+    from jsonschema import Draft202012Validator
+    return Draft202012Validator(inlined_schema(kind))
 
 
 def _inline(node: Any, defs: dict, depth: int = 0) -> Any:
@@ -49,12 +55,38 @@ def _inline(node: Any, defs: dict, depth: int = 0) -> Any:
     return node
 
 
+@lru_cache(maxsize=None)
+def fast_validator_for(kind: str) -> Any:
+    """jsonschema-rs over the published schema, or ``None`` when unavailable.
+
+    It only answers "valid or not", 50-100x faster than the pure-Python
+    validator; that is the common case (a package being re-validated after
+    an edit is mostly valid files).  Any file it rejects -- or that it cannot
+    handle, such as integers beyond 64 bits -- goes through the Python
+    validator, which alone produces the messages, so the two disagreeing can
+    only cost time, never hide a problem the Python validator would report
+    (tests/engine/test_schema_fast_path.py checks they agree).
+    """
+    try:
+        import jsonschema_rs
+        return jsonschema_rs.validator_for(schema_for(kind))
+    except Exception:  # noqa: BLE001 -- missing wheel or a schema feature it lacks: use Python only
+        return None
+
+
 def schema_problems(kind: str, data: Any) -> Iterator[tuple[tuple, bool, str]]:
     """Yield ``(path, at_key, message)`` for each schema error in ``data``.
 
     ``at_key`` says whether the position should be the key (unknown keys) or
     the value.
     """
+    fast = fast_validator_for(kind)
+    if fast is not None:
+        try:
+            if fast.is_valid(data):
+                return
+        except Exception:  # noqa: BLE001 -- e.g. an int beyond 64 bits: let the Python validator judge
+            pass
     for error in sorted(validator_for(kind).iter_errors(data), key=lambda e: list(map(str, e.absolute_path))):
         yield from _explain(error, data)
 
@@ -154,6 +186,7 @@ def _explain(error: ValidationError, root: Any) -> Iterator[tuple[tuple, bool, s
         if _is_text_schema(error.schema):
             yield path, False, f"{where}'{path[-1] if path else ''}' must be text or {{zh: ..., en: ...}}, got {_describe(error.instance)}"
             return
+        from jsonschema.exceptions import best_match
         best = best_match(error.context) if error.context else None
         if best is not None:
             yield from _explain(best, root)

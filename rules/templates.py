@@ -30,6 +30,8 @@ from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateError
 from jinja2.sandbox import SandboxedEnvironment
 
+from engine.checkcache import checks, fingerprint, source_fingerprint
+
 CHANNELS = ("sms", "app", "wechat", "email", "inapp")
 LANGS = ("zh", "en")
 _NAME = re.compile(r"^templates/([a-z][a-z0-9_]{0,62})(?:\.(sms|app|wechat|email|inapp))?\.(zh|en)(\.html)?\.j2$")
@@ -98,9 +100,25 @@ def template_files(files: Mapping[str, bytes]) -> list[str]:
     return sorted(p for p in files if p.startswith("templates/") and p.endswith(".j2"))
 
 
+_CHECKER = None
+
+
+def _checker_fingerprint() -> str:
+    global _CHECKER
+    if _CHECKER is None:
+        import jinja2
+        _CHECKER = source_fingerprint(__file__, jinja2.__version__)
+    return _CHECKER
+
+
 def check_templates(ctx: Any) -> dict[str, dict]:
-    """Report problems in ``templates/*.j2``; return name -> {'kind', 'variants'} for the app definition."""
-    env = make_environment(ctx.package.files)
+    """Report problems in ``templates/*.j2``; return name -> {'kind', 'variants'} for the app definition.
+
+    Parsing the templates is most of a package's validation time, and each
+    result depends only on the file, so results are kept in
+    :mod:`engine.checkcache` under the file's content.
+    """
+    env = None
     out: dict[str, dict] = {}
     for path in template_files(ctx.package.files):
         m = _NAME.match(path)
@@ -110,33 +128,45 @@ def check_templates(ctx: Any) -> dict[str, dict]:
                                              f"(lang: {', '.join(LANGS)}; channel: {', '.join(CHANNELS)}), "
                                              "e.g. lead_assigned.zh.j2; partials for {% include %} start with '_'")
             continue
-        try:
-            source = ctx.package.text(path)
-        except UnicodeDecodeError:
-            ctx.problems.add(path, 1, 1, "template is not UTF-8 text; save it as UTF-8")
+        key = fingerprint(_checker_fingerprint(), path, ctx.package.files[path])
+        result = checks.get("templates", key)
+        if result is None:
+            if env is None:
+                env = make_environment(ctx.package.files)
+            result = _check_one(env, path, ctx.package.files[path])
+            checks.put("templates", key, result)
+        for line, col, message in result["problems"]:
+            ctx.problems.add(path, line, col, message)
+        if not result["parsed"]:
             continue
-        try:
-            tree = env.parse(source, name=path, filename=path)
-        except TemplateSyntaxError as exc:
-            ctx.problems.add(path, exc.lineno or 1, 1, f"template syntax error: {exc.message}")
-            continue
-        unsafe: dict[int, list[str]] = {}
-        for node in reversed(list(tree.find_all((nodes.Getattr, nodes.Getitem)))):
-            attr = node.attr if isinstance(node, nodes.Getattr) else (
-                node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
-            if attr and attr.startswith("_") and attr not in unsafe.setdefault(node.lineno, []):
-                unsafe[node.lineno].append(attr)
-        for lineno, attrs in sorted(unsafe.items()):
-            if attrs:
-                ctx.problems.add(path, lineno, 1, f"templates may not use {', '.join(repr(a) for a in attrs)}: names "
-                                                  "starting with '_' are refused by the template sandbox")
         name, channel, lang = m.group(1), m.group(2), m.group(3)
         info = out.setdefault(name, {"kind": "service", "variants": []})
         info["variants"].append((channel, lang, path))
-        kind = static_kind(tree)
-        if kind == "marketing":
+        if result["kind"] == "marketing":
             info["kind"] = "marketing"
     return out
+
+
+def _check_one(env: SandboxedEnvironment, path: str, blob: bytes) -> dict:
+    """Problems and declared kind of one template, as plain JSON data."""
+    try:
+        source = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        return {"parsed": False, "kind": None, "problems": [(1, 1, "template is not UTF-8 text; save it as UTF-8")]}
+    try:
+        tree = env.parse(source, name=path, filename=path)
+    except TemplateSyntaxError as exc:
+        return {"parsed": False, "kind": None, "problems": [(exc.lineno or 1, 1, f"template syntax error: {exc.message}")]}
+    unsafe: dict[int, list[str]] = {}
+    for node in reversed(list(tree.find_all((nodes.Getattr, nodes.Getitem)))):
+        attr = node.attr if isinstance(node, nodes.Getattr) else (
+            node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
+        if attr and attr.startswith("_") and attr not in unsafe.setdefault(node.lineno, []):
+            unsafe[node.lineno].append(attr)
+    problems = [(lineno, 1, f"templates may not use {', '.join(repr(a) for a in attrs)}: names "
+                            "starting with '_' are refused by the template sandbox")
+                for lineno, attrs in sorted(unsafe.items()) if attrs]
+    return {"parsed": True, "kind": static_kind(tree), "problems": problems}
 
 
 def static_kind(tree: nodes.Template) -> str:

@@ -58,20 +58,26 @@ def main(ctx: click.Context, db: str | None) -> None:
 
 @main.command()
 @click.argument("path", type=click.Path())
-def validate(path: str) -> None:
+@click.option("--no-cache", is_flag=True,
+              help="Re-check every file; don't read or write the per-file results in $LOOM_CACHE_DIR (~/.cache/loom).")
+def validate(path: str, no_cache: bool) -> None:
     """Check a package folder or .zip; print OK or FILE:LINE:COL problems."""
+    from engine.checkcache import checks, default_directory
     from engine.definitions import compile_package
     from engine.package import PackageError, read_package
     from engine.problems import DefinitionError
     from ui.wiring import load_engines
 
     load_engines()
+    checks.use_directory(None if no_cache else default_directory())
     try:
         appdef = compile_package(read_package(path))
     except PackageError as exc:
         raise UserError(str(exc)) from None
     except DefinitionError as exc:
         raise UserError("\n".join(str(p) for p in exc.problems)) from None
+    finally:
+        checks.flush()
     click.echo(f"OK {appdef.name} {appdef.version}")
 
 

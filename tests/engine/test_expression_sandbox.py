@@ -81,10 +81,10 @@ COMPILE_TIME = [
 
 @pytest.mark.parametrize("payload, words", COMPILE_TIME, ids=[p[:40] for p, _ in COMPILE_TIME])
 def test_refused_at_compile_time(payload, words):
-    t0 = time.perf_counter()
+    t0 = time.thread_time()  # CPU time: a busy CI machine must not fail a 100 ms bound
     with pytest.raises(ExpressionError) as info:
         compile_expression(payload)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.thread_time() - t0
     assert elapsed < LIMIT_S, f"took {elapsed * 1000:.1f} ms"
     assert words in info.value.message, info.value.message
     assert info.value.code in ("forbidden", "function", "limit", "syntax", "runtime", "arity")
@@ -131,10 +131,10 @@ RUN_TIME = [
 @pytest.mark.parametrize("payload, env, words", RUN_TIME, ids=[p for p, _, _ in RUN_TIME])
 def test_stopped_at_run_time(payload, env, words):
     expr = compile_expression(payload)
-    t0 = time.perf_counter()
+    t0 = time.thread_time()  # CPU time: a busy CI machine must not fail a 100 ms bound
     with pytest.raises(ExpressionError) as info:
         expr.evaluate(env, CTX)
-    elapsed = time.perf_counter() - t0
+    elapsed = time.thread_time() - t0
     assert elapsed < LIMIT_S, f"took {elapsed * 1000:.1f} ms"
     assert words in info.value.message, info.value.message
 
