@@ -17,7 +17,7 @@ from engine.definitions import CompileContext, register_step, text
 from engine.expressions import ExpressionError, compile_expression
 from engine.problems import one_of, suggest
 
-from .model import (APPROVAL_MODES, ApprovalDef, ApproverDef, BranchDef, EscalationDef, JourneyDef, SlaDef, SlaTarget,
+from .model import (APPROVAL_MODES, JOURNEY_STATUSES, ApprovalDef, ApproverDef, BranchDef, EscalationDef, JourneyDef, SlaDef, SlaTarget,
                     StateDef, StepDef, TransitionDef, WorkflowDef)
 from .timeutil import DurationError, calendar_problems, parse_duration, parse_hhmm, parse_offset
 
@@ -141,7 +141,7 @@ class _FlowCompiler:
     # -- workflow ------------------------------------------------------------
     def workflow(self) -> WorkflowDef | None:
         d = self.data
-        for key in ("enrol_when", "anchor", "reenrol", "goal", "exit_when", "steps", "default_time", "catch_up"):
+        for key in ("enrol_when", "anchor", "reenrol", "goal", "exit_when", "steps", "default_time", "catch_up", "track"):
             if key in d:
                 self.err((key,), f"'{key}' belongs to journeys (kind: journey), not workflows", at_key=True)
         states_raw = d.get("states") or {}
@@ -379,7 +379,29 @@ class _FlowCompiler:
             name=self.name, form=self.form, label=text(d.get("label") or self.name), enrol_when=enrol_when,
             anchor=anchor, reenrol=d.get("reenrol") or "never", goal=goal, exit_when=exit_when, steps=tuple(steps),
             default_time=dtime, catch_up=bool(d.get("catch_up")), watch=MappingProxyType(watch),
+            track=MappingProxyType(self.track(d.get("track") or {}, [x.name for x in steps])),
             digest=self.digest(), file=self.file)
+
+    def track(self, spec: dict, step_names: list[str]) -> dict[str, str]:
+        """``track: {status: FIELD, step: FIELD}``: text or select fields the journey keeps
+        current, so lists, filters and reports see where each record stands."""
+        out: dict[str, str] = {}
+        for key, field_name in spec.items():
+            if not self.check_field(("track", key), field_name, f"track.{key}", types=("text", "select")):
+                continue
+            values = JOURNEY_STATUSES if key == "status" else step_names
+            options = self.fields[field_name].get("options")
+            if self.fields[field_name].get("type") == "select" and isinstance(options, list):
+                have = {str(o.get("value")) if isinstance(o, dict) else str(o) for o in options}
+                missing = [v for v in values if v not in have]
+                if missing:
+                    self.err(("track", key), f"track.{key}: select field '{field_name}' has no option for "
+                                             f"{', '.join(missing)}; add them, or make it a text field")
+            if field_name in out.values():
+                self.err(("track", key), f"track.{key}: '{field_name}' already tracks the other value; use two fields")
+                continue
+            out[key] = field_name
+        return out
 
     def step(self, i: int, s: dict, names: list, anchor: str | None) -> StepDef | None:
         base = ("steps", i)

@@ -65,9 +65,27 @@ def _save(uow: Any, enr: dict, **values: Any) -> dict:
     return enr
 
 
+def _track(uow: Any, j: JourneyDef, enr: dict) -> None:
+    """Mirror the enrolment's status and step into the record's ``track`` fields.
+
+    Written straight to the form's table, like a workflow's ``state``: it is
+    the journey's bookkeeping, not a user's change, so no rules or history fire.
+    """
+    if not j.track:
+        return
+    values = {}
+    if "status" in j.track:
+        values[j.track["status"]] = enr["status"]
+    if "step" in j.track:
+        values[j.track["step"]] = enr["current_step"]
+    table = uow.service("records").table(uow.app, j.form)
+    uow.conn.execute(update(table).where(table.c.id == enr["record_id"]).values(**values))
+
+
 def end(uow: Any, j: JourneyDef, enr: dict, status: str, reason: str) -> dict:
     scheduler.cancel(uow.conn, app=uow.app.name, kind=TIMER_KIND, key_prefix=_prefix(uow.app.name, enr["id"]))
     enr = _save(uow, enr, status=status, end_reason=reason, ended_at=to_db(uow.now), waiting=False)
+    _track(uow, j, enr)
     history(uow, enr["form"], enr["record_id"], "journey", {"journey": j.name, "event": status, "reason": reason})
     return enr
 
@@ -159,7 +177,7 @@ def _advance(uow: Any, j: JourneyDef, enr: dict, index: int, base: dt.datetime, 
         scheduler.schedule(uow.conn, app=uow.app.name, kind=TIMER_KIND, key=key, due_at=max(due, uow.now),
                            payload={"enrolment": enr["id"], "step": step.name, "what": "step"},
                            form=j.form, record_id=enr["record_id"])
-        _save(uow, enr, current_step=step.name, waiting=False)
+        _track(uow, j, _save(uow, enr, current_step=step.name, waiting=False))
         return
     end(uow, j, enr, "completed", "last_step")
 

@@ -162,6 +162,10 @@ class StepDef:
     timeout_goto: str | None = None
 
 
+# The statuses an enrolment goes through (loom_journey_enrolments.status).
+JOURNEY_STATUSES = ("active", "completed", "goal", "exited", "cancelled", "replaced")
+
+
 @dataclass(frozen=True, eq=False)
 class JourneyDef:
     name: str
@@ -176,6 +180,7 @@ class JourneyDef:
     default_time: dt.time = dt.time(9, 0)
     catch_up: bool = False           # run steps whose time passed before enrolment (default: skip them)
     watch: Mapping[str, str] = field(default_factory=dict)   # link field -> form, followed by goal/exit_when
+    track: Mapping[str, str] = field(default_factory=dict)   # 'status'/'step' -> field of the record kept up to date
     digest: str = ""
     file: str = ""
     kind: str = "journey"

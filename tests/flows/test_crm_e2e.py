@@ -298,6 +298,13 @@ def test_scenario_3_ninety_day_care_journey(rt, crm):
         status = {r.record_id: (r.status, r.end_reason) for r in conn.execute(select(e.c.record_id, e.c.status, e.c.end_reason))}
     assert status[v_loyal] == ("completed", "last_step") and status[v_early] == ("goal", "goal")
     assert status[v_gone] == ("exited", "exit_when")
+    with sys_uow(rt) as u:      # the journey's `track` keeps each vehicle's care status, which the report counts
+        care = {v: (u.service("records").load(u, "vehicle", v)["care_status"],
+                    u.service("records").load(u, "vehicle", v)["care_step"]) for v in (v_loyal, v_early, v_gone)}
+        report = u.service("reports").run(u, "journey_completion", {"period": "all"})
+    assert care == {v_loyal: ("completed", "d90_benefits"), v_early: ("goal", "d30_checkup"), v_gone: ("exited", "d30_checkup")}
+    # enrolled, in progress, all steps, first service early, left, completion rate: loyal + quiet walked every step
+    assert report["rows"] == [["2026-11", 4, 0, 2, 1, 1, 0.75]]
 
 
 # ---------------------------------------------------------------------------- the lead pipeline

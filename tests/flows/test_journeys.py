@@ -190,3 +190,48 @@ def test_enrolment_on_update_reenrolment_on_change_and_missed_steps(rt, app):
     with uow(rt) as u:                                                  # unrelated changes don't re-enrol
         u.service("records").update(u, "ticket", rid, {"subject": "Car (blue)"}, trusted=True)
     assert len(enrolments(rt, rid)) == 2
+
+
+TRACKED = JOURNEY.replace('steps:\n', 'track: {status: care_status, step: care_step}\nsteps:\n', 1)
+TRACKED_TICKET_FIELDS = """
+  care_status: {type: select, readonly: true, options: [active, completed, goal, exited, cancelled, replaced]}
+  care_step: {type: text, readonly: true}
+"""
+
+
+def _tracked_package_extra():
+    from .helpers import TICKET
+    ticket = TICKET.replace("  first_service_done: {type: boolean}\n",
+                            "  first_service_done: {type: boolean}" + TRACKED_TICKET_FIELDS, 1)
+    return {"forms/ticket.yaml": ticket}
+
+
+def test_track_keeps_status_and_step_on_the_record(rt, package_dir):
+    add_user(rt, "amy", ["agent"], dealer="D1")
+    setup_app(rt, package_dir, {"care": TRACKED}, extra=_tracked_package_extra())
+    rid = vehicle(rt, customer(rt))
+    rec = load(rt, rid)
+    assert (rec["care_status"], rec["care_step"]) == ("active", "d1")
+    tick(rt, local(2026, 11, 24, 10, 0))
+    assert load(rt, rid)["care_step"] == "d3_call", "the next step scheduled is shown once d1 ran"
+    create(rt, "service_order", ticket=rid, kind="first_service")
+    tick(rt, local(2026, 11, 26, 9, 0))                               # the goal is checked when d3_call comes due
+    rec = load(rt, rid)
+    assert rec["care_status"] == "goal" and enrolments(rt, rid)[0]["status"] == "goal"
+    assert rec["care_step"] == "d3_call", "an ended journey leaves the step it had reached"
+    changes = [h for h in history(rt, rid) if h["kind"] == "change"]
+    assert not any("care_status" in str(h) for h in changes), "journey bookkeeping is not a user's change"
+
+
+def test_track_fields_are_checked_with_positions(package_dir):
+    from engine.definitions import validate_package
+    from .helpers import package
+    bad = TRACKED.replace("track: {status: care_status, step: care_step}", "track: {status: care_status, step: amount}")
+    extra = _tracked_package_extra()
+    extra["forms/ticket.yaml"] = extra["forms/ticket.yaml"].replace(", cancelled, replaced]", "]")
+    out = [str(p) for p in validate_package(package(package_dir, {"care": bad}, extra=extra))]
+    assert any(p.startswith("flows/care.yaml:") and "track.status: select field 'care_status' has no option for "
+               "cancelled, replaced" in p for p in out), out
+    assert any("track.step: field 'amount' is a number field; expected text or select" in p for p in out), out
+    line = bad.splitlines().index("track: {status: care_status, step: amount}") + 1
+    assert any(p.startswith(f"flows/care.yaml:{line}:") for p in out), out

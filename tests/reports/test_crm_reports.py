@@ -60,8 +60,14 @@ def insert_rows(rt) -> None:
         # customers, vehicles delivered in June, service orders
         c1 = add("customer", name="张三", region="east", status="active", dealer=d1, customer_type="individual")
         c2 = add("customer", name="李四", region="east", status="churned", dealer=d1, customer_type="individual")
-        v1 = add("vehicle", customer=c1, dealer=d1, region="east", delivery_date=dt.date(2026, 6, 10), model="s7")
-        v2 = add("vehicle", customer=c2, dealer=d1, region="east", delivery_date=dt.date(2026, 6, 20), model="s5")
+        v1 = add("vehicle", customer=c1, dealer=d1, region="east", delivery_date=dt.date(2026, 6, 10), model="s7",
+                 care_status="goal", care_step="d85_first_service")
+        v2 = add("vehicle", customer=c2, dealer=d1, region="east", delivery_date=dt.date(2026, 6, 20), model="s5",
+                 care_status="exited", care_step="d7_tips")
+        # care journey (status kept on the vehicle by the journey's `track`): November deliveries, D002
+        for day, status in ((2, "completed"), (3, "active"), (4, "active"), (5, "cancelled")):
+            add("vehicle", dealer=d2, region="south", delivery_date=dt.date(2026, 11, day), model="e3", care_status=status)
+        add("vehicle", dealer=d2, region="south", delivery_date=dt.date(2026, 11, 6), model="e3")   # never enrolled
         add("service_order", vehicle=v1, customer=c1, dealer=d1, region="east", kind="first_service", amount=500,
             created_at=D(2026, 8, 1, 2), opened_at=D(2026, 8, 1, 2), closed_at=D(2026, 8, 1, 6), is_rework=False)
         add("service_order", vehicle=v1, customer=c1, dealer=d1, region="east", kind="maintenance", amount=1500,
@@ -124,7 +130,10 @@ def test_crm_numbers(crm_app):
         ret = svc.run(uow, "service_retention", {"period": "all"})
         assert ret["rows"] == [["2026-06", 2, 1, 1, 0.5, 0.5]]
         first = svc.run(uow, "first_service_return_rate", {"period": "all"})
-        assert first["rows"] == [["2026-06", 2, 1, 0.5]]
+        assert first["rows"] == [["2026-06", 2, 1, 0.5], ["2026-11", 5, 0, 0.0]]
+        care = svc.run(uow, "journey_completion", {"period": "all"})
+        # enrolled, in progress, all steps, first service early, left, completion rate
+        assert care["rows"] == [["2026-06", 2, 0, 0, 1, 1, 0.5], ["2026-11", 4, 2, 1, 0, 1, 0.25]]
         prov = svc.run(uow, "complaints_by_province", {"period": "all"})
         assert prov["rows"] == [["上海市", 2]]
         kpi = svc.run(uow, "complaint_kpi", {"period": "this_month"})
@@ -133,6 +142,7 @@ def test_crm_numbers(crm_app):
         gm = uow_for(crm_app, conn, "gm1")
         assert [r[:2] for r in svc.run(gm, "lead_funnel", {"period": "all"})["rows"]][:2] == [["new", 4], ["contacted", 3]]
         assert [r[4] for r in svc.run(gm, "nps_by_dealer", {"period": "all"})["rows"]] == [0]
+        assert [r[:2] for r in svc.run(gm, "journey_completion", {"period": "all"})["rows"]] == [["2026-06", 2]]
         # a service advisor may not read leads: the sales dashboard is not for that role either
         sa = uow_for(crm_app, conn, "sa1")
         names = {r["name"] for r in svc.catalog(sa)["reports"]}
