@@ -106,7 +106,6 @@ STRINGS: dict[str, tuple[str, str]] = {
     "mention_none": ("没有匹配且能查看此记录的同事", "No matching colleague who can see this record"),
     "timeline_more": ("仅显示最近 {n} 条动态", "Showing the latest {n} entries"),
     "dismiss": ("知道了", "Dismiss"),
-    "mentioned_you": ("提到了你", "mentioned you"),
     "required": ("必填", "required"),
     "please_fix": ("保存失败：请修改以下 {n} 处", "Not saved: please fix {n} problem(s)"),
     "duplicates": ("可能重复", "Possible duplicates"),
