@@ -35,6 +35,7 @@ log = logging.getLogger("loom.flows")
 AFTER_KIND = "flow.after"
 REMIND_KIND = "flow.remind"
 MAX_AUTO = 10
+NOTICE_KIND = "mention"   # inbox notices (forms/comments): dismissed, never transferred, not record events
 
 
 class FlowService:
@@ -620,7 +621,7 @@ class FlowService:
         uow.conn.execute(update(tk).where(tk.c.id == task_id).values(
             status="done", outcome=(outcome or "done")[:24], completed_at=to_db(uow.now), completed_by=uow.user.username,
             assignee=task["assignee"] or uow.user.username))
-        if task["form"] and task["record_id"] is not None:
+        if task["form"] and task["record_id"] is not None and task["kind"] != NOTICE_KIND:   # dismissing a mention is not a record event
             history(uow, task["form"], task["record_id"], "task", {"task": task_id, "event": "completed",
                                                                    "outcome": outcome or "done", "title": task["title"]}, comment)
         return self._task(uow, task_id, for_update=False)
@@ -684,6 +685,8 @@ class FlowService:
     def transfer(self, uow: UnitOfWork, task_id: int, to_user: str, comment: str | None = None) -> dict:
         """转办: hand an open task over to another user."""
         task = self._open_task_for(uow, task_id)
+        if task["kind"] == NOTICE_KIND:
+            raise Conflict(msg(uow, bilingual("提及通知不能转交，阅后点“完成”即可", "a mention can't be transferred; dismiss it when read")))
         target = get_user(uow.conn, to_user or "")
         if target is None or not target.active:
             raise RecordInvalid([{"field": "to", "code": "not_found", "message": msg(uow, bilingual(
@@ -933,7 +936,8 @@ def task_json(uow: UnitOfWork | None, task: dict, record_title: str | None = Non
             "record_title": record_title,
             "link": f"/apps/{task['app']}/{task['form']}/{task['record_id']}" if task["form"] else None,
             "api": f"/api/apps/{task['app']}/{task['form']}/{task['record_id']}" if task["form"] else None,
-            "actions": (["approve", "reject", "transfer", "add_signer"] if task["kind"] == "approval" else ["complete", "transfer"])
+            "actions": (["approve", "reject", "transfer", "add_signer"] if task["kind"] == "approval"
+                        else ["complete"] if task["kind"] == NOTICE_KIND else ["complete", "transfer"])
             if task["status"] == "open" else []}
 
 

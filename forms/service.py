@@ -659,9 +659,14 @@ class Records:
         uow.conn.execute(P.history.insert().values(app=uow.app.name, form=form_name, record_id=record_id, at=to_db(uow.now),
                                                    actor=uow.user.username, kind=kind, changes=changes or {}, comment=comment))
 
-    def history(self, uow, form_name: str, record_id: int) -> list[dict]:
-        rows = uow.conn.execute(select(P.history).where(P.history.c.app == uow.app.name, P.history.c.form == form_name,
-                                                        P.history.c.record_id == record_id).order_by(P.history.c.id)).mappings().all()
+    def history(self, uow, form_name: str, record_id: int, limit: int | None = None) -> list[dict]:
+        """The record's history, oldest first; with ``limit``, only the newest ``limit`` entries (request paths)."""
+        h = P.history
+        q = select(h).where(h.c.app == uow.app.name, h.c.form == form_name, h.c.record_id == record_id)
+        if limit is None:
+            rows = uow.conn.execute(q.order_by(h.c.id)).mappings().all()
+        else:
+            rows = list(reversed(uow.conn.execute(q.order_by(h.c.id.desc()).limit(limit)).mappings().all()))
         return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": r["changes"], "comment": r["comment"]} for r in rows]
 
 

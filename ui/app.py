@@ -3,7 +3,9 @@
 Errors are mapped here, once: a ``LoomError`` becomes its HTTP status with a
 message written for people, per-field problems become the contract's
 ``{"errors": [{"field", "code", "message"}]}``, and anything unexpected is
-logged and answered with a short apology -- never a traceback.
+logged and answered with a short apology -- never a traceback.  A browser
+that reaches no route (an unknown URL: 404, a wrong method: 405...) gets the
+pages' friendly bilingual error page instead of JSON; ``/api/*`` stays JSON.
 """
 from __future__ import annotations
 
@@ -29,7 +31,7 @@ STATIC = Path(__file__).with_name("static")
 # Routers are collected from these modules if they exist; engines' API
 # modules (tasks, transitions, reports...) plug in the same way.  Order
 # matters: specific paths before the generic /api/apps/{app}/{form}.
-ROUTER_MODULES = ("ui.api.hooks", "ui.api.platform", "ui.api.flows", "ui.api.reports", "ui.api.admin", "ui.api.transfer", "ui.api.records", "ui.pages")
+ROUTER_MODULES = ("ui.api.hooks", "ui.api.platform", "ui.api.flows", "ui.api.reports", "ui.api.admin", "ui.api.transfer", "ui.api.comments", "ui.api.records", "ui.pages")
 
 
 def create_app(rt: Runtime) -> FastAPI:
@@ -76,15 +78,33 @@ def _errors(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException):
+        if wants_html(request):
+            from .pages.common import error_page
+            resp = error_page(request, exc.status_code)
+            for k, v in (getattr(exc, "headers", None) or {}).items():
+                resp.headers.setdefault(k, v)
+            return resp
         return JSONResponse({"detail": exc.detail, "errors": [{"field": None, "code": f"http_{exc.status_code}", "message": str(exc.detail)}]},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
+        if wants_html(request):
+            from .pages.common import error_page
+            return error_page(request, 500)
         return JSONResponse({"errors": [{"field": None, "code": "internal",
                                          "message": "Something went wrong on our side; it has been logged. Please try again."}]},
                             status_code=500)
+
+
+def wants_html(request: Request) -> bool:
+    """A browser asking for a page: ``Accept: text/html`` and not under ``/api``
+    (the JSON API answers JSON whatever the Accept header says, per contract)."""
+    path = request.url.path
+    if path == "/api" or path.startswith("/api/"):
+        return False
+    return "text/html" in request.headers.get("accept", "").lower()
 
 
 def _security_headers(app: FastAPI) -> None:

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Body, Depends, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from engine.audit import audit
 from engine.auth import User
 from engine.errors import RecordInvalid
 from forms.access import grant
+from forms.comments import record_timeline
 
 from ..deps import current_user, language, runtime, unit_of_work
 
@@ -124,10 +125,12 @@ def delete_record(app: str, form: str, record_id: int, request: Request, user: U
     return Response(status_code=204)
 
 
-@router.get("/{app}/{form}/{record_id}/history", summary="A record's timeline")
-def record_history(app: str, form: str, record_id: int, request: Request, user: User = Depends(current_user)):
+@router.get("/{app}/{form}/{record_id}/history", summary="A record's timeline (history and comments)")
+def record_history(app: str, form: str, record_id: int, request: Request, user: User = Depends(current_user),
+                   limit: int = Query(100, ge=1, le=500)):
+    """The newest ``limit`` entries, oldest first; ``more`` says older ones exist."""
     rt = runtime(request)
     with unit_of_work(rt, app, user, language(request, user)) as uow:
-        svc = _records(rt)
-        svc.get(uow, form, record_id)
-        return {"items": svc.history(uow, form, record_id)}
+        _records(rt).get(uow, form, record_id)
+        items, more = record_timeline(uow, form, record_id, limit)
+        return {"items": items, "more": more}

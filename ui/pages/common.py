@@ -210,8 +210,10 @@ def safe_next(url: str | None) -> str:
 def error_page(request: Request, status: int, message: str = "", title: str | None = None) -> HTMLResponse:
     user = optional_user(request)
     lang = lang_of(request, user)
-    key = {404: "not_found", 403: "forbidden", 419: "csrf", 500: "server_error"}.get(status, "bad_request")
-    detail_key = {404: "not_found_detail", 403: "forbidden_detail", 419: "csrf_detail", 500: "server_error_detail"}.get(status)
+    key = {404: "not_found", 403: "forbidden", 405: "method_not_allowed", 419: "csrf",
+           500: "server_error"}.get(status, "server_error" if status >= 500 else "bad_request")
+    detail_key = {404: "not_found_detail", 403: "forbidden_detail", 405: "method_not_allowed_detail", 419: "csrf_detail",
+                  500: "server_error_detail"}.get(status, "server_error_detail" if status >= 500 else None)
     ctx = {"status": status, "title": title or translate(key, lang),
            "message": message or (translate(detail_key, lang) if detail_key else "")}
     http_status = 403 if status == 419 else status

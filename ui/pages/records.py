@@ -27,6 +27,8 @@ from engine.clock import from_db
 from engine.crypto import mask
 from engine.errors import NotFound, RecordInvalid
 from forms.access import grant
+from forms.comments import record_timeline
+from forms.comments.mentions import segments as mention_segments
 from forms.model import SYSTEM_COLUMNS, SYSTEM_LABELS, FormDef
 
 from ..deps import unit_of_work
@@ -40,6 +42,7 @@ router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
 RESERVED = {"q", "order", "page", "size", "cols", "lang"}
 PAGE_SIZES = (10, 20, 50, 100)
+TIMELINE_LIMIT = 100     # newest entries on the detail page; the API pages further (?limit=)
 
 
 def _svc(rt):
@@ -417,7 +420,7 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
             if items:
                 sections.append({"title": sec["title"], "items": items, "columns": sec["columns"]})
         system = [dict(disp.value(c, rec), label=col_label(form, c, lang)) for c in ("state", "owner", "created_by", "created_at", "updated_at") if rec.get(c) not in (None, "")]
-        timeline = build_timeline(uow, form, record_id, lang, disp)
+        timeline, timeline_more = build_timeline(uow, form, record_id, lang, disp)
         transitions = engines.available_transitions(uow, form.name, rec)
         with_fields = [t for t in transitions if t.get("fields")]
         if with_fields:
@@ -441,6 +444,7 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
         return render(request, "records/detail.html", {
             "app_name": app_name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
             "title": title, "sections": sections, "system": system, "timeline": timeline, "transitions": transitions,
+            "timeline_more": timeline_more, "comments_url": f"{base}/{record_id}/comments",
             "can_edit": can_edit, "can_delete": can_delete, "base": base, "record_url": f"{base}/{record_id}",
             "tasks": tasks, "flash": request.query_params.get("saved"), "flow": flow,
         }, conn=uow.conn)
@@ -526,11 +530,16 @@ def _summary(uow, form: FormDef, kind: str, data: Mapping, lang: str) -> str | N
     return None
 
 
-def build_timeline(uow, form: FormDef, record_id: int, lang: str, disp: Display) -> list[dict]:
-    svc = _svc(uow.runtime)
+def build_timeline(uow, form: FormDef, record_id: int, lang: str, disp: Display,
+                   limit: int = TIMELINE_LIMIT) -> tuple[list[dict], bool]:
+    """(entries newest first, whether older ones were left out): history and comments, bounded."""
     items = []
     hidden = grant(form, uow.user, "read").hidden
-    for h in reversed(svc.history(uow, form.name, record_id)):
+    entries, more = record_timeline(uow, form.name, record_id, limit)
+    for h in reversed(entries):
+        if h.get("kind") == "comment":
+            items.append(_comment_item(h, disp, lang, _local_time(uow, h.get("at"))))
+            continue
         changes = []
         data = h.get("changes") or {}
         if isinstance(data, Mapping):
@@ -544,19 +553,30 @@ def build_timeline(uow, form: FormDef, record_id: int, lang: str, disp: Display)
                                     "new": _hist_text(uow, form, name, new, lang, disp)})
                 else:
                     changes.append({"label": name, "old": None, "new": _short(pair)})
-        at = h.get("at")
-        when = ""
-        if at:
-            try:
-                when = dt.datetime.fromisoformat(str(at).replace("Z", "+00:00")).astimezone(uow.app.tz).strftime("%Y-%m-%d %H:%M")
-            except ValueError:
-                when = str(at)
+        when = _local_time(uow, h.get("at"))
         kind = h.get("kind") or ""
         summary = _summary(uow, form, kind, data, lang) if isinstance(data, Mapping) else None
         items.append({"kind": kind, "kind_label": translate(KIND_KEYS.get(kind, kind), lang),
                       "actor": disp.user_name(h.get("actor")), "at": when, "summary": summary,
                       "changes": [] if summary else changes, "comment": h.get("comment")})
-    return items
+    return items, more
+
+
+def _local_time(uow, at: Any) -> str:
+    if not at:
+        return ""
+    try:
+        return dt.datetime.fromisoformat(str(at).replace("Z", "+00:00")).astimezone(uow.app.tz).strftime("%Y-%m-%d %H:%M")
+    except ValueError:
+        return str(at)
+
+
+def _comment_item(h: Mapping, disp: Display, lang: str, when: str) -> dict:
+    """A comment on the timeline: its text as escaped segments with the checked @mentions highlighted."""
+    names = {u: disp.user_name(u) for u in h.get("mentions") or ()}
+    return {"kind": "comment", "kind_label": translate("commented", lang), "actor": disp.user_name(h.get("actor")),
+            "at": when, "comment_id": h["comment_id"], "can_delete": h.get("can_delete"),
+            "segments": mention_segments(h.get("comment") or "", names, names)}
 
 
 def _short(v: Any) -> str:

@@ -1,5 +1,7 @@
 """The task inbox: my open tasks (assigned to me, or to one of my roles),
 counts, due/overdue highlighting, and approve / reject / transfer in place.
+Mentions in comments arrive here too (kind ``mention``): open the record, or
+dismiss them ("done"); they are never transferred.
 
 Tasks are read from the platform's ``loom_tasks`` table; acting on one goes
 through the flows service (``engines.task_action``), in one transaction.
@@ -58,7 +60,8 @@ def load_tasks(uow, lang: str, limit: int = 200) -> list[dict]:
             "form_label": label(form.label, lang, r["form"]) if form else "",
             "record_url": f"/apps/{uow.app.name}/forms/{r['form']}/{r['record_id']}" if form and r["record_id"] else None,
             "record_title": titles.get((r["form"], int(r["record_id"]))) if r["record_id"] else None,
-            "approval": r["kind"] == "approval", "assignee": r["assignee"], "role": r["candidate_role"],
+            "approval": r["kind"] == "approval", "mention": r["kind"] == "mention",
+            "assignee": r["assignee"], "role": r["candidate_role"],
             "flow": r["flow"], "step": r["step"],
         })
     return out

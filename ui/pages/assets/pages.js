@@ -3,6 +3,7 @@
  *    require and lock fields exactly as the server will enforce them.
  *  - [data-picker-search]: Enter searches instead of submitting the form.
  *  - [data-apply-columns]: the list's column chooser rewrites ?cols=.
+ *  - textarea[data-mention-source]: the comment box's @ picker (colleagues who can read the record).
  *  - htmx: a 2xx with HX-Redirect navigates; toasts come from loom.js.
  */
 (function () {
@@ -132,6 +133,107 @@
     var id = e.detail && (e.detail.value || e.detail.id);
     var li = id && doc.getElementById("task-" + id);
     if (li) setTimeout(function () { li.remove(); }, 0);
+  });
+
+  // ---- comments: the @ picker ------------------------------------------------------
+  // textarea[data-mention-source]: typing "@abc" lists colleagues who can read the record
+  // (GET <source>?q=abc -> {"items": [{username, label}]}); Up/Down choose, Enter/Tab pick,
+  // Esc closes; the pick inserts "@username ".  Ctrl/Cmd+Enter posts the comment.
+  var mention = { box: null, items: [], active: -1, start: -1, seq: 0, timer: 0 };
+  var MENTION_AT = /(^|[^\p{L}\p{N}_.@])@([\p{L}\p{N}_.\-@]{0,64})$/u;
+  function mentionList(box) { return doc.getElementById(box.getAttribute("aria-controls")); }
+  function closeMentions() {
+    var box = mention.box;
+    if (!box) return;
+    var list = mentionList(box);
+    if (list) { list.hidden = true; list.textContent = ""; }
+    box.removeAttribute("aria-activedescendant");
+    mention.items = []; mention.active = -1;
+  }
+  function markActive(i) {
+    var list = mentionList(mention.box);
+    mention.active = i;
+    Array.prototype.forEach.call(list.children, function (li, n) { li.setAttribute("aria-selected", n === i ? "true" : "false"); });
+    if (i >= 0) mention.box.setAttribute("aria-activedescendant", list.children[i].id);
+  }
+  function showMentions(box, items) {
+    var list = mentionList(box);
+    if (!list) return;
+    list.textContent = "";
+    mention.items = items;
+    if (!items.length) {
+      var none = doc.createElement("li");
+      none.className = "mention-none";
+      none.setAttribute("role", "option");
+      none.setAttribute("aria-disabled", "true");
+      none.id = list.id + "-none";
+      none.textContent = box.getAttribute("data-mention-empty") || "—";
+      list.appendChild(none);
+      list.hidden = false;
+      mention.active = -1;
+      return;
+    }
+    items.forEach(function (it, i) {
+      var li = doc.createElement("li");
+      li.id = list.id + "-" + i;
+      li.setAttribute("role", "option");
+      li.setAttribute("data-username", it.username);
+      li.textContent = it.label;
+      li.addEventListener("mousedown", function (e) { e.preventDefault(); pickMention(i); });
+      list.appendChild(li);
+    });
+    list.hidden = false;
+    markActive(0);
+  }
+  function pickMention(i) {
+    var box = mention.box, it = mention.items[i];
+    if (!box || !it) return;
+    var before = box.value.slice(0, mention.start), after = box.value.slice(box.selectionStart);
+    var insert = "@" + it.username + " ";
+    box.value = before + insert + after;
+    var caret = before.length + insert.length;
+    box.setSelectionRange(caret, caret);
+    closeMentions();
+    box.focus();
+  }
+  function lookupMentions(box) {
+    var upto = box.value.slice(0, box.selectionStart);
+    var m = MENTION_AT.exec(upto);
+    if (!m) { closeMentions(); return; }
+    mention.box = box;
+    mention.start = upto.length - m[2].length - 1;
+    var n = ++mention.seq;
+    var url = box.getAttribute("data-mention-source") + "?q=" + encodeURIComponent(m[2]);
+    fetch(url, { credentials: "same-origin", headers: { "Accept": "application/json" } })
+      .then(function (r) { if (!r.ok) throw new Error("HTTP " + r.status); return r.json(); })
+      .then(function (data) { if (n === mention.seq) showMentions(box, (data && data.items) || []); })
+      .catch(function (err) { if (window.console) console.warn("Loom mentions:", err); });
+  }
+  doc.addEventListener("input", function (e) {
+    var box = e.target;
+    if (!box.matches || !box.matches("textarea[data-mention-source]")) return;
+    clearTimeout(mention.timer);
+    mention.timer = setTimeout(function () { lookupMentions(box); }, 150);
+  });
+  doc.addEventListener("keydown", function (e) {
+    var box = e.target;
+    if (!box.matches || !box.matches("textarea[data-mention-source]")) return;
+    if (e.key === "Enter" && (e.ctrlKey || e.metaKey) && box.form) { e.preventDefault(); closeMentions(); box.form.requestSubmit(); return; }
+    var list = mentionList(box);
+    if (!list || list.hidden || mention.box !== box) return;
+    var count = mention.items.length;
+    if (e.key === "Escape") { e.preventDefault(); closeMentions(); }
+    else if (e.key === "ArrowDown" && count) { e.preventDefault(); markActive((mention.active + 1) % count); }
+    else if (e.key === "ArrowUp" && count) { e.preventDefault(); markActive((mention.active - 1 + count) % count); }
+    else if ((e.key === "Enter" || e.key === "Tab") && mention.active >= 0) { e.preventDefault(); pickMention(mention.active); }
+  });
+  doc.addEventListener("focusout", function (e) {
+    if (e.target.matches && e.target.matches("textarea[data-mention-source]")) setTimeout(closeMentions, 150);
+  });
+  // after a post with a problem, put the cursor back in the box
+  doc.addEventListener("htmx:afterSettle", function () {
+    var box = doc.querySelector("textarea[data-mention-source][aria-invalid=true]");
+    if (box) box.focus();
   });
 
   // ---- dashboards' filters and the list's page size reload the page ----------------
