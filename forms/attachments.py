@@ -152,11 +152,7 @@ def resolve_files(uow: UnitOfWork, form: FormDef, values: dict[str, Any], names:
             fid = _as_id(item.get("id"))
             if fid is not None:
                 ids.add(fid)
-    rows = {}
-    if ids:
-        cols = [P.files.c[c] for c in ("id", "app", "form", "field", "name", "size", "content_type", "sha256", "status",
-                                       "record_id", "created_by")]
-        rows = {r.id: r for r in uow.conn.execute(select(*cols).where(P.files.c.id.in_(sorted(ids))))}
+    rows = _fetch(uow, ids)
     attach: list[int] = []
     for n, items in wanted.items():
         f = form.fields[n]
@@ -180,6 +176,30 @@ def resolve_files(uow: UnitOfWork, form: FormDef, values: dict[str, Any], names:
         except FieldValueError as exc:
             errors.append(_err(n, exc, uow))
     return errors, attach
+
+
+_COLUMNS = ("id", "app", "form", "field", "name", "size", "content_type", "sha256", "status", "record_id", "created_by")
+
+
+def _fetch(uow: UnitOfWork, ids: Iterable[int]) -> dict[int, Any]:
+    """``loom_files`` rows by id: one query for all of them."""
+    ids = sorted(set(ids))
+    if not ids:
+        return {}
+    cols = [P.files.c[c] for c in _COLUMNS]
+    return {r.id: r for r in uow.conn.execute(select(*cols).where(P.files.c.id.in_(ids)))}
+
+
+def describe_files(uow: UnitOfWork, form: FormDef, field: str, ids: Iterable[Any], record_id: int | None = None) -> list[dict]:
+    """Metadata (with ``url``) of those ``ids`` the caller could put in ``field`` -- for redrawing a form."""
+    wanted = [i for i in (_as_id(x) for x in ids) if i is not None]
+    rows = _fetch(uow, wanted)
+    out = []
+    for fid in wanted:
+        row = rows.get(fid)
+        if row is not None and _may_use(uow, form, field, row, record_id, frozenset()):
+            out.append({**{k: getattr(row, k) for k in KEPT}, "url": file_url(fid)})
+    return out
 
 
 def only_ids(raw: Any) -> Any:
