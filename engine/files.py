@@ -13,6 +13,7 @@ S3-compatible store would be one more class.
 """
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import os
 import secrets
@@ -20,11 +21,16 @@ import tempfile
 from pathlib import Path
 from typing import BinaryIO, Protocol
 
+from sqlalchemy import delete, select
+
+from . import platform as P
+from .clock import to_db
 from .sniff import HEAD_BYTES
 
 FILES_ENV = "LOOM_FILES_DIR"
 DEFAULT_DIR = "loom-files"
 URL_PATTERN = "/api/files/{id}"     # where a stored file is downloaded (contract A3)
+PENDING_TTL = dt.timedelta(hours=24)   # an upload never put on a record is removed after this
 
 
 def file_url(file_id: int | str) -> str:
@@ -145,3 +151,23 @@ def default_files_dir(db_url: str) -> Path:
         db_path = Path(db_url.split("///", 1)[-1])
         return db_path.with_name(DEFAULT_DIR)
     return Path(DEFAULT_DIR)
+
+
+def purge_abandoned_uploads(runtime, now: dt.datetime, batch: int = 500) -> dict:
+    """Tick step: forget uploads never attached to a record within ``PENDING_TTL``.
+
+    Rows go first, in one ``DELETE ... RETURNING`` (two workers can't both
+    claim a row); the bytes are removed after the commit, so a crash in
+    between leaves at worst an unreferenced file, never a row without bytes.
+    """
+    f = P.files
+    cutoff = to_db(now - PENDING_TTL)
+    with runtime.db.write() as conn:
+        ids = select(f.c.id).where(f.c.status == "pending", f.c.created_at < cutoff).limit(batch)
+        gone = conn.execute(delete(f).where(f.c.id.in_(ids.scalar_subquery())).returning(f.c.path)).scalars().all()
+    for key in gone:
+        try:
+            runtime.files.delete(key)
+        except OSError:
+            pass
+    return {"uploads_purged": len(gone)} if gone else {}

@@ -294,3 +294,18 @@ def test_imports_refuse_file_columns(api, h):
     body = r.json()
     assert body["inserted"] == 1
     assert [(e["row"], e["field"], e["code"]) for e in body["errors"]] == [(2, "photos", "files_not_importable")]
+
+
+def test_abandoned_uploads_are_purged_by_tick(api, h, files_dir, clock):
+    import datetime as dt
+    kept = upload(api, h["amy"], PNG, name="kept.png").json()
+    api.http.post("/api/apps/docs/claim", json={"title": "t", "photos": [kept["id"]]}, headers=h["amy"])
+    upload(api, h["amy"], PNG, name="forgotten.png")
+    assert len(stored(files_dir)) == 2
+    scheduler = api.rt.services["scheduler"]
+    assert "uploads_purged" not in scheduler.tick(clock.now() + dt.timedelta(hours=23))
+    assert scheduler.tick(clock.now() + dt.timedelta(hours=25))["uploads_purged"] == 1
+    with api.rt.db.read() as conn:
+        assert [r.name for r in conn.execute(select(P.files.c.name))] == ["kept.png"]
+    assert len(stored(files_dir)) == 1
+    assert api.http.get(kept["url"], headers=h["amy"]).content == PNG
