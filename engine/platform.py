@@ -179,6 +179,13 @@ files = Table(
     Column("path", String(512), nullable=False),
     Column("created_at", DateTime, nullable=False),
     Column("created_by", String(64)),
+    Column("form", String(64)),                 # the form and field it was uploaded for (migration 0004_files)
+    Column("field", String(64)),
+    Column("record_id", BigInteger),            # the record holding it, once attached
+    Column("status", String(16), nullable=False, default="pending", server_default="pending"),  # pending, attached
+    Column("attached_at", DateTime),
+    Index("ix_loom_files_record", "app", "form", "record_id"),
+    Index("ix_loom_files_pending", "status", "created_at"),
 )
 
 rule_log = Table(

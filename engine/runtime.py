@@ -38,6 +38,7 @@ class Runtime:
         self._checked: dict[str, float] = {}
         self._lock = threading.Lock()
         self._keyring = keyring
+        self._files: Any = None
         self.services: dict[str, Any] = {}    # engines register their services here (records, flows, ...)
 
     # -- lifecycle -------------------------------------------------------
@@ -54,6 +55,18 @@ class Runtime:
                 keyfile = db_path.with_name(db_path.name + ".key")
             self._keyring = KeyRing.from_environment(keyfile)
         return self._keyring
+
+    @property
+    def files(self) -> Any:
+        """The file store (``engine.files.FileStore``): local disk unless one was set."""
+        if self._files is None:
+            from .files import LocalFileStore, default_files_dir
+            self._files = LocalFileStore(default_files_dir(self.db.url))
+        return self._files
+
+    @files.setter
+    def files(self, store: Any) -> None:
+        self._files = store
 
     # -- apps ------------------------------------------------------------
     def app_names(self) -> list[str]:

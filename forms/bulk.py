@@ -20,7 +20,9 @@ from engine.clock import to_db
 from engine.errors import RecordInvalid
 from engine.uow import UnitOfWork
 
+from .attachments import file_field_names
 from .fieldtypes import FieldType, FieldValueError
+from .fieldtypes.base import fail
 from .sequences import allocate
 from .model import FormDef
 from .tables import bi_column
@@ -59,6 +61,9 @@ class BulkWriter:
         # one compiled parser per field (spec worked out once), and per column what to do with the value:
         # (name, parser, pii, to_db or None when it is the identity, the field's spec for to_db)
         self.parsers = {n: f.ftype.compile_parser(self.specs[n]) for n, f in self.fields.items()}
+        for n in file_field_names(form):
+            if n in self.parsers:
+                self.parsers[n] = _no_files(self.parsers[n])
         self.columns = {}
         for n, f in self.fields.items():
             if n in _SYSTEM:            # system columns win over a field of the same name, as before
@@ -132,6 +137,17 @@ class BulkWriter:
     def number(self, rows: list[dict]) -> None:
         """Fill auto_number fields for a batch from one block of the gap-free counter."""
         _number_rows(self, rows)
+
+
+def _no_files(parse: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """Attachment/image columns of an import must be empty: a file gets onto a record
+    only through an upload and a record save (which checks who uploaded it)."""
+    def parser(raw: Any) -> Any:
+        if parse(raw) is None:
+            return None
+        raise fail("files_not_importable", "附件和图片不能通过导入添加：请清空此列，保存后在记录页面上传文件",
+                   "Attachments and images can't be imported: leave this column empty and upload the files on the record's page")
+    return parser
 
 
 def _number_rows(writer: "BulkWriter", rows: list[dict]) -> None:

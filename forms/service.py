@@ -25,6 +25,7 @@ from engine.expressions import ExpressionError
 from engine.uow import MAX_DEPTH, UnitOfWork
 
 from .access import Grant, grant, row_filter_sql
+from .attachments import attach_files, file_field_names, only_ids, resolve_files
 from .fieldtypes import FieldValueError
 from .model import SYSTEM_COLUMNS, FieldDef, FormDef
 from .sequences import allocate
@@ -55,6 +56,7 @@ class Records:
         self._tables: dict[str, tuple[dict[str, Table], set[str]]] = {}
         self._lookup_fields: dict[tuple, FieldDef] = {}
         self._trees: dict[tuple, Any] = {}
+        self._file_fields: dict[tuple, tuple[str, ...]] = {}
 
     # -- definitions and tables ------------------------------------------
     def tables(self, app: AppDef) -> dict[str, Table]:
@@ -324,13 +326,18 @@ class Records:
 
     # -- writing ---------------------------------------------------------
     def create(self, uow: UnitOfWork, form_name: str, data: Mapping[str, Any], *, trusted: bool = False,
-               owner: str | None = None, parent_id: int | None = None) -> dict:
+               owner: str | None = None, parent_id: int | None = None, reclaim: frozenset[int] = frozenset()) -> dict:
+        """A new record; ``reclaim``: ids of rows this one replaces (child rows), whose files it may take over."""
         form = self.form(uow.app, form_name)
         g = grant(form, uow.user, "create")
         if not g.allowed and not trusted:
             raise Forbidden(f"you may not create {form.label.get('en') or form.name} records")
         table = self.table(uow.app, form.name)
         values, errors, children = self._parse_input(uow, form, data, g, trusted, creating=True)
+        files = self._files_given(uow.app, form, values)
+        if files:
+            file_errors, files = resolve_files(uow, form, values, files, reclaim=reclaim)
+            errors += file_errors
         rec = {c: None for c in SYSTEM_COLUMNS}
         rec.update({f: None for f in form.fields})
         rec.update(values)
@@ -353,6 +360,8 @@ class Records:
             row["parent_id"] = parent_id
         new_id = uow.conn.execute(table.insert().values(**row).returning(table.c.id)).scalar_one()
         rec["id"] = new_id
+        if files:
+            attach_files(uow, files, new_id)
         for fname, rows in children.items():
             self._write_children(uow, form.fields[fname], new_id, rows, replace_existing=False)
         self._history(uow, form, new_id, "create", {k: [None, self._history_value(form, k, v)] for k, v in values.items() if v is not None})
@@ -376,6 +385,10 @@ class Records:
             self.get(uow, form.name, record_id, action="update")  # row-level update rights
         table = self.table(uow.app, form.name)
         values, errors, children = self._parse_input(uow, form, data, g, trusted, creating=False, old=old)
+        files = self._files_given(uow.app, form, values)
+        if files:
+            file_errors, files = resolve_files(uow, form, values, files, record_id=record_id)
+            errors += file_errors
         rec = dict(old)
         rec.update(values)
         for key in ("owner", "state"):
@@ -397,6 +410,8 @@ class Records:
         rec["updated_at"] = uow.now
         row["updated_at"] = to_db(uow.now)
         uow.conn.execute(update(table).where(table.c.id == record_id).values(**row))
+        if files:
+            attach_files(uow, files, record_id)
         for fname, rows in children.items():
             self._write_children(uow, form.fields[fname], record_id, rows, replace_existing=True)
         self._history(uow, form, record_id, "update",
@@ -424,6 +439,14 @@ class Records:
         self._publish(uow, Event("record.deleted", uow.app.name, form.name, old))
 
     # -- internals -------------------------------------------------------
+    def _files_given(self, app: AppDef, form: FormDef, values: Mapping[str, Any]) -> list[str]:
+        """The file fields among ``values`` (an empty list, at the cost of a dict lookup, for forms without any)."""
+        key = (app.digest, form.name)
+        names = self._file_fields.get(key)
+        if names is None:
+            names = self._file_fields[key] = file_field_names(form)
+        return [n for n in names if n in values] if names else []
+
     def _publish(self, uow: UnitOfWork, event: Event) -> None:
         if uow.depth >= MAX_DEPTH:
             raise RecordInvalid([_err(None, "loop", f"rules changed records {MAX_DEPTH} levels deep while handling "
@@ -437,6 +460,7 @@ class Records:
         children: dict[str, list] = {}
         if not isinstance(data, Mapping):
             raise RecordInvalid([_err(None, "bad_body", "expected a JSON object of field values")])
+        file_names = self._files_given(uow.app, form, data)
         for key, raw in data.items():
             if key in SYSTEM_COLUMNS:
                 if key in ("owner", "state") or (key == "id" and old is not None and raw == old.get("id")):
@@ -466,6 +490,8 @@ class Records:
                     continue
                 children[key] = raw
                 continue
+            if file_names and key in file_names:
+                raw = only_ids(raw)     # what a file is comes from loom_files, not from the request
             try:
                 spec = dict(f.spec)
                 spec["_tz"] = uow.app.tz
@@ -622,12 +648,15 @@ class Records:
     def _write_children(self, uow, f: FieldDef, parent_id: int, rows: list, replace_existing: bool) -> None:
         child = self.form(uow.app, f.target_form)
         ct = self.table(uow.app, child.name)
+        reclaim: frozenset[int] = frozenset()
         if replace_existing:
+            if self._files_given(uow.app, child, dict.fromkeys(child.fields)):   # their files move to the new rows
+                reclaim = frozenset(r.id for r in uow.conn.execute(select(ct.c.id).where(ct.c.parent_id == parent_id)))
             uow.conn.execute(ct.delete().where(ct.c.parent_id == parent_id))
         errors = []
         for i, row in enumerate(rows):
             try:
-                self.create(uow, child.name, row, trusted=True, parent_id=parent_id)
+                self.create(uow, child.name, row, trusted=True, parent_id=parent_id, reclaim=reclaim)
             except RecordInvalid as exc:
                 errors += [_err(f"{f.name}[{i}].{e['field']}", e["code"], e["message"]) for e in exc.errors]
         if errors:

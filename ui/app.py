@@ -31,7 +31,8 @@ STATIC = Path(__file__).with_name("static")
 # Routers are collected from these modules if they exist; engines' API
 # modules (tasks, transitions, reports...) plug in the same way.  Order
 # matters: specific paths before the generic /api/apps/{app}/{form}.
-ROUTER_MODULES = ("ui.api.hooks", "ui.api.platform", "ui.api.flows", "ui.api.reports", "ui.api.admin", "ui.api.transfer", "ui.api.comments", "ui.api.records", "ui.pages")
+ROUTER_MODULES = ("ui.api.hooks", "ui.api.platform", "ui.api.flows", "ui.api.reports", "ui.api.admin", "ui.api.transfer",
+                  "ui.api.files", "ui.api.comments", "ui.api.records", "ui.pages")
 
 
 def create_app(rt: Runtime) -> FastAPI:

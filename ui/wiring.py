@@ -9,6 +9,7 @@ from __future__ import annotations
 import importlib
 
 from engine.clock import Clock
+from engine.files import purge_abandoned_uploads
 from engine.outbox import deliver_due
 from engine.scheduler import Scheduler, register_tick_step
 from engine.runtime import Runtime
@@ -26,6 +27,7 @@ def build_runtime(db_url: str | None = None, clock: Clock | None = None, start: 
     rt = Runtime(db_url, clock)
     rt.services["scheduler"] = Scheduler(rt)
     register_tick_step(deliver_due)
+    register_tick_step(purge_abandoned_uploads)
     for mod in modules:
         setup = getattr(mod, "setup", None)
         if setup is not None:

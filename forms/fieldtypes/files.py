@@ -17,6 +17,8 @@ from typing import Any, Mapping
 
 import sqlalchemy as sa
 
+from engine.files import file_url
+
 from .base import EMPTY_OPS, FieldType, fail, json_column, register
 
 _SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(B|K|KB|KIB|M|MB|MIB|G|GB|GIB)?\s*", re.I)
@@ -71,6 +73,7 @@ def accepts(accept: list[str] | None, content_type: str, filename: str) -> bool:
 
 _MIME = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]*/[a-z0-9][a-z0-9!#$&^_.+-]*")
 _REQUIRED = ("id", "name", "size", "content_type")
+_DERIVED = ("path", "url")      # never taken from input: ``url`` is added on the way out
 MAX_FILES = 20
 
 
@@ -117,16 +120,19 @@ class _FileList(FieldType):
         return json_column()
 
     def _one(self, item: Any, spec: Mapping) -> dict:
+        if (isinstance(item, int) and not isinstance(item, bool)) or (isinstance(item, str) and item.strip().isdigit()):
+            item = {"id": item}         # a bare file id, as the upload endpoint returned it
         if not isinstance(item, Mapping):
             raise _bad_file("应为文件对象", "expected a file object")
+        fid = item.get("id")
+        if isinstance(fid, bool) or not isinstance(fid, (str, int)) or fid == "" or len(str(fid)) > 128:
+            raise _bad_file("缺少 id 或 id 不正确" if fid in (None, "") else "id 不正确", "missing id" if fid in (None, "") else "bad id")
+        if all(item.get(k) in (None, "") for k in _REQUIRED[1:]):
+            return {"id": int(fid) if isinstance(fid, str) and fid.isdigit() else fid}   # a reference: the record service fills in the rest
         missing = [k for k in _REQUIRED if item.get(k) in (None, "")]
         if missing:
             raise _bad_file(f"缺少 {', '.join(missing)}", f"missing {', '.join(missing)}")
-        out: dict[str, Any] = {}
-        fid = item["id"]
-        if isinstance(fid, bool) or not isinstance(fid, (str, int)) or len(str(fid)) > 128:
-            raise _bad_file("id 不正确", "bad id")
-        out["id"] = fid
+        out: dict[str, Any] = {"id": fid}
         name = item["name"]
         if not isinstance(name, str) or len(name) > 255 or re.search(r"[\x00-\x1f/\\]", name):
             raise _bad_file("文件名不正确", "bad file name")
@@ -149,7 +155,7 @@ class _FileList(FieldType):
                 raise _bad_file("存储路径不安全", "unsafe storage path")
             out["path"] = path
         for k, v in item.items():
-            if k in out or k in _REQUIRED or k == "path":
+            if k in out or k in _REQUIRED or k in _DERIVED:
                 continue
             if not isinstance(k, str) or len(k) > 40 or not (v is None or isinstance(v, (str, int, float, bool))) \
                     or (isinstance(v, str) and len(v) > 2048):
@@ -187,11 +193,19 @@ class _FileList(FieldType):
         return files
 
     def value_schema(self, spec):
-        return {"type": "array", "maxItems": self.max_files(spec), "items": {
-            "type": "object", "required": list(_REQUIRED),
-            "properties": {"id": {"type": ["string", "integer"]}, "name": {"type": "string"},
-                           "size": {"type": "integer", "minimum": 0}, "content_type": {"type": "string"},
-                           "path": {"type": "string"}}}}
+        return {"type": "array", "maxItems": self.max_files(spec), "description":
+                "Files uploaded with POST /api/apps/{app}/{form}/_files?field=...: send their ids "
+                "([12] or [{\"id\": 12}]); name, size, content_type and sha256 come from the stored file.",
+                "items": {"anyOf": [{"type": "integer"}, {
+                    "type": "object", "required": ["id"],
+                    "properties": {"id": {"type": ["string", "integer"]}, "name": {"type": "string"},
+                                   "size": {"type": "integer", "minimum": 0}, "content_type": {"type": "string"},
+                                   "sha256": {"type": "string"}, "url": {"type": "string", "readOnly": True}}}]}}
+
+    def to_json(self, value, spec):
+        if not value:
+            return value
+        return [{**f, "url": file_url(f["id"])} if isinstance(f, Mapping) and "id" in f else f for f in value]
 
     def from_db(self, value, spec):
         if isinstance(value, str):

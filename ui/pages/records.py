@@ -34,6 +34,7 @@ from forms.model import SYSTEM_COLUMNS, SYSTEM_LABELS, FormDef
 from ..deps import unit_of_work
 from . import engines
 from .common import PageRoute, fragment, lang_of, page_user, redirect, render, runtime
+from .file_widgets import file_items, file_widget
 from .i18n import label, translate
 from .widgets import (CHILD_WIDGETS, editable_fields, form_data, format_value, input_value, layout_of, options_of,
                       role_options, widget_of)
@@ -95,6 +96,7 @@ def audit_pii(uow, form: FormDef, ids: list, fields) -> None:
 # ---------------------------------------------------------------------------
 # display helpers
 
+FILE_TYPES = {"attachment", "image"}
 CACHED_TYPES = {"select", "radio", "boolean", "multi_select", "checkbox_group", "role", "cascade", "rating"}
 
 
@@ -156,6 +158,8 @@ class Display:
             return {"text": self.titles.get(key) or f"#{v}", "url": f"/apps/{self.uow.app.name}/forms/{f.target_form}/{v}"}
         if f.type == "user":
             return {"text": self.user_name(str(v))}
+        if f.type in FILE_TYPES:
+            return {"text": format_value(f, v, self.lang, self.tz), "files": file_items(v), "image": f.type == "image"}
         if f.type in CACHED_TYPES:
             key = (name, v if not isinstance(v, list) else tuple(v))
             hit = self.cache.get(key)
@@ -416,7 +420,7 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
                     items.append({"name": name, "label": label(f.label, lang, name), "child": child_table(uow, form, name, record_id, lang)})
                     continue
                 items.append(dict(disp.value(name, rec), name=name, label=label(f.label, lang, name),
-                                  wide=widget_of(f) in ("textarea", "json")))
+                                  wide=widget_of(f) in ("textarea", "json", "file")))
             if items:
                 sections.append({"title": sec["title"], "items": items, "columns": sec["columns"]})
         system = [dict(disp.value(c, rec), label=col_label(form, c, lang)) for c in ("state", "owner", "created_by", "created_at", "updated_at") if rec.get(c) not in (None, "")]
@@ -725,7 +729,7 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
                   "help": label(f.spec.get("help"), lang), "placeholder": label(f.spec.get("placeholder"), lang),
                   "errors": errs.get(name, []), "min": f.spec.get("min"), "max": f.spec.get("max"),
                   "step": f.spec.get("step"), "maxlength": f.spec.get("max_length"), "dup": name in form.duplicate_check,
-                  "wide": w in ("textarea", "json", "checkboxes") and sec["columns"] > 1}
+                  "wide": w in ("textarea", "json", "checkboxes", "file") and sec["columns"] > 1}
             if raw is not None and name in raw:
                 fv["value"] = raw[name]
             else:
@@ -759,6 +763,8 @@ def _widget_extras(uow, form: FormDef, f, fv: dict, merged: Mapping, lang: str, 
         fv["options"] = role_options(uow.app, lang) if f.type == "role" else options_of(f, lang)
         cur = fv["value"] if isinstance(fv["value"], list) else [fv["value"]]
         fv["selected"] = {str(v) for v in cur if v not in (None, "")}
+    elif w == "file":
+        file_widget(uow, form, f, fv, merged, lang)
     elif w == "rating":
         fv["stars"] = list(range(1, int(f.spec.get("max") or 5) + 1))
     elif w == "cascade":

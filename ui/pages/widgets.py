@@ -40,7 +40,7 @@ KNOWN = {"text", "textarea", "number", "slider", "rating", "switch", "date", "ti
          "multiselect", "radio", "checkboxes", "cascade", "tel", "email", "url", "user", "link", "child_table",
          "file", "readonly", "tags", "json"}
 LIST_WIDGETS = {"multiselect", "checkboxes"}
-NOT_INPUT = {"readonly", "file"}
+NOT_INPUT = {"readonly"}
 CHILD_WIDGETS = {"text", "tel", "email", "url", "number", "date", "datetime", "time", "select", "radio", "switch", "textarea", "tags"}
 
 
@@ -121,6 +121,8 @@ def input_value(f: FieldDef, value: Any, tz) -> Any:
         return [str(v) for v in value]
     if w == "tags":
         return ", ".join(str(v) for v in value) if isinstance(value, (list, tuple)) else str(value)
+    if w == "file":
+        return json.dumps(file_ids(value))
     if w == "json":
         return json.dumps(value, ensure_ascii=False, indent=2)
     if w == "switch":
@@ -163,12 +165,32 @@ def submitted_value(f: FieldDef, form) -> Any:
         return None
     if w in ("link",) and raw.strip().isdigit():
         return int(raw.strip())
+    if w == "file":
+        return file_ids(raw) or None
     if w == "json":
         try:
             return json.loads(raw)
         except ValueError:
             return raw
     return raw
+
+
+def file_ids(value: Any) -> list[int]:
+    """The file ids in a file field's value: stored metadata, or the widget's JSON list of ids."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    out = []
+    for item in items:
+        fid = item.get("id") if isinstance(item, Mapping) else item
+        if isinstance(fid, str) and fid.strip().isdigit():
+            fid = int(fid)
+        if isinstance(fid, int) and not isinstance(fid, bool) and fid not in out:
+            out.append(fid)
+    return out
 
 
 def editable_fields(form: FormDef, hidden: Iterable[str], readonly: Iterable[str], creating: bool) -> list[str]:

@@ -4,6 +4,7 @@
  *  - [data-picker-search]: Enter searches instead of submitting the form.
  *  - [data-apply-columns]: the list's column chooser rewrites ?cols=.
  *  - textarea[data-mention-source]: the comment box's @ picker (colleagues who can read the record).
+ *  - [data-file-field]: attachment/image widgets upload each chosen file to the JSON API.
  *  - htmx: a 2xx with HX-Redirect navigates; toasts come from loom.js.
  */
 (function () {
@@ -126,6 +127,115 @@
       tr.remove();
       if (form && form.hasAttribute("data-form-state")) schedule(form, 30);
     }
+  });
+
+  // ---- attachment / image fields: upload on choose, list, remove ------------------------
+  // Each chosen file goes to the JSON API at once (XHR for progress, cookie + CSRF header);
+  // the hidden input keeps the ids the record save sends.  Errors show under the field.
+  function fileIds(box) {
+    var input = box.querySelector("[data-file-value]");
+    try { return JSON.parse(input.value || "[]"); } catch (err) { return []; }
+  }
+  function setFileIds(box, ids) {
+    var input = box.querySelector("[data-file-value]");
+    input.value = JSON.stringify(ids);
+    input.dispatchEvent(new Event("change", { bubbles: true }));
+  }
+  function fileError(box, message) {
+    var field = box.closest(".field");
+    var err = field && field.querySelector(".field-error");
+    if (err) err.textContent = message || "";
+    if (field) field.classList.toggle("has-error", !!message);
+    var input = box.querySelector("[data-file-input]");
+    if (input) { if (message) input.setAttribute("aria-invalid", "true"); else input.removeAttribute("aria-invalid"); }
+  }
+  function fileItem(box, file) {
+    var li = box.querySelector("template").content.firstElementChild.cloneNode(true);
+    li.setAttribute("data-file-id", String(file.id));
+    var link = li.querySelector(".file-name");
+    link.textContent = file.name;
+    link.href = file.url + "?download=1";
+    li.querySelector(".file-size").textContent = humanSize(file.size);
+    var rm = li.querySelector("[data-file-remove]");
+    rm.setAttribute("aria-label", box.getAttribute("data-text-remove") + " " + file.name);
+    var img = li.querySelector(".file-thumb");
+    if (img) {
+      if (/^image\/(png|jpeg|gif|webp)$/.test(file.content_type)) { img.src = file.url; img.alt = file.name; img.hidden = false; }
+      else img.hidden = true;
+    }
+    return li;
+  }
+  function humanSize(n) {
+    if (n >= 1048576) return (n / 1048576).toFixed(1).replace(/\.0$/, "") + "MB";
+    if (n >= 1024) return (n / 1024).toFixed(1).replace(/\.0$/, "") + "KB";
+    return n + "B";
+  }
+  function uploadOne(box, file) {
+    return new Promise(function (resolve) {
+      var bar = box.querySelector(".file-progress");
+      var progress = bar.querySelector("progress");
+      var label = bar.querySelector(".file-progress-text");
+      bar.hidden = false;
+      progress.value = 0;
+      label.textContent = box.getAttribute("data-text-uploading") + " " + file.name;
+      var xhr = new XMLHttpRequest();
+      xhr.open("POST", box.getAttribute("data-upload-url"));
+      xhr.setRequestHeader("X-CSRF-Token", csrf());
+      xhr.setRequestHeader("Accept", "application/json");
+      xhr.upload.onprogress = function (e) { if (e.lengthComputable) progress.value = Math.round(100 * e.loaded / e.total); };
+      xhr.onload = function () {
+        bar.hidden = true;
+        var body = null;
+        try { body = JSON.parse(xhr.responseText); } catch (err) { body = null; }
+        if (xhr.status === 201 && body) { resolve({ file: body }); return; }
+        var msg = body && body.errors && body.errors[0] && body.errors[0].message;
+        resolve({ error: msg || box.getAttribute("data-text-failed") });
+      };
+      xhr.onerror = function () { bar.hidden = true; resolve({ error: box.getAttribute("data-text-failed") }); };
+      var data = new FormData();
+      data.append("file", file, file.name);
+      xhr.send(data);
+    });
+  }
+  doc.addEventListener("change", function (e) {
+    var input = e.target;
+    if (!input.matches || !input.matches("[data-file-input]")) return;
+    e.stopPropagation();
+    var box = input.closest("[data-file-field]");
+    var files = Array.prototype.slice.call(input.files || []);
+    input.value = "";
+    if (!files.length) return;
+    var max = parseInt(box.getAttribute("data-max-files") || "1", 10);
+    var list = box.querySelector(".file-list");
+    fileError(box, "");
+    var chain = Promise.resolve();
+    files.forEach(function (file) {
+      chain = chain.then(function () {
+        if (max > 1 && fileIds(box).length >= max) { fileError(box, box.getAttribute("data-text-too-many")); return; }
+        return uploadOne(box, file).then(function (res) {
+          if (res.error) { fileError(box, res.error); return; }
+          var ids = max > 1 ? fileIds(box) : [];
+          if (max <= 1) list.innerHTML = "";
+          ids.push(res.file.id);
+          list.appendChild(fileItem(box, res.file));
+          setFileIds(box, ids);
+        });
+      });
+    });
+  }, true);
+  doc.addEventListener("click", function (e) {
+    var rm = e.target.closest && e.target.closest("[data-file-remove]");
+    if (!rm) return;
+    var box = rm.closest("[data-file-field]");
+    var li = rm.closest("[data-file-id]");
+    var id = li && parseInt(li.getAttribute("data-file-id"), 10);
+    if (!box || !li) return;
+    var next = li.nextElementSibling || li.previousElementSibling;
+    li.remove();
+    setFileIds(box, fileIds(box).filter(function (x) { return x !== id; }));
+    fileError(box, "");
+    var focus = next && next.querySelector("[data-file-remove]") || box.querySelector("[data-file-input]");
+    if (focus) focus.focus();
   });
 
   // ---- task inbox: remove a handled task ----------------------------------------
