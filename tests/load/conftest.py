@@ -12,12 +12,6 @@ import pytest
 from tests.conftest import _pg_server_url
 
 
-def pytest_collection_modifyitems(items):
-    for item in items:
-        if item.path.parent.name == "load" and "tests" in item.path.parts:
-            item.add_marker(pytest.mark.load)
-
-
 @pytest.fixture
 def pg_server():
     """The shared PostgreSQL server URL (each test creates and drops its own database on it)."""
