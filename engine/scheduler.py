@@ -27,7 +27,6 @@ import logging
 import os
 import socket
 import threading
-import time
 from typing import Any, Callable
 
 from sqlalchemy import and_, select, update
@@ -197,12 +196,31 @@ class Scheduler:
             return False, f"{type(exc).__name__}: {exc}"
 
     def run_forever(self, interval: float = 1.0) -> None:
+        """Tick every ``interval`` seconds until :meth:`stop`; never dies of an error.
+
+        A database that is down (restart, failover: ``OperationalError`` /
+        ``InterfaceError``) is expected: one warning line per failed tick, and
+        the wait doubles up to 30 s until it answers again (the pool's
+        pre-ping then replaces the dead connections).  Nothing is lost: a tick
+        that failed rolled back, its timers are still pending.  Any other error
+        is logged with its traceback and retried after ``interval * 5``.
+        """
+        from sqlalchemy.exc import InterfaceError, OperationalError
+
+        backoff = 0.0
         while not self._stop.is_set():
             try:
                 self.tick(self.rt.clock.now())
-            except Exception:  # noqa: BLE001 - keep the worker alive (e.g. database restart)
+                backoff = 0.0
+            except (OperationalError, InterfaceError) as exc:
+                backoff = min(30.0, max(interval, backoff * 2 or interval))
+                log.warning("database unavailable, retrying in %.1fs: %s", backoff,
+                            str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0][:200])
+                self._stop.wait(backoff)
+                continue
+            except Exception:  # noqa: BLE001 - keep the worker alive
                 log.exception("scheduler tick failed; retrying")
-                time.sleep(min(10.0, interval * 5))
+                self._stop.wait(min(10.0, interval * 5))
             self._stop.wait(interval)
 
     def stop(self) -> None:

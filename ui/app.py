@@ -2,10 +2,13 @@
 
 Errors are mapped here, once: a ``LoomError`` becomes its HTTP status with a
 message written for people, per-field problems become the contract's
-``{"errors": [{"field", "code", "message"}]}``, and anything unexpected is
-logged and answered with a short apology -- never a traceback.  A browser
-that reaches no route (an unknown URL: 404, a wrong method: 405...) gets the
-pages' friendly bilingual error page instead of JSON; ``/api/*`` stays JSON.
+``{"errors": [{"field", "code", "message"}]}``, a database that can't be
+reached (restarting, failing over, out of connections) is a 503 with
+``Retry-After`` (a transient condition: clients retry), and anything
+unexpected is logged and answered with a short apology -- never a traceback.
+A browser that reaches no route (an unknown URL: 404, a wrong method: 405...)
+gets the pages' friendly bilingual error page instead of JSON; ``/api/*``
+stays JSON.
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.staticfiles import StaticFiles
+from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from engine.errors import LoomError, RecordInvalid
@@ -88,6 +92,27 @@ def _errors(app: FastAPI) -> None:
         return JSONResponse({"detail": exc.detail, "errors": [{"field": None, "code": f"http_{exc.status_code}", "message": str(exc.detail)}]},
                             status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(DBAPIError)
+    async def _database(request: Request, exc: DBAPIError):
+        # OperationalError/InterfaceError (connection refused or dropped, server shutting down, "database is
+        # locked") or any error that invalidated the connection: transient and not the request's fault, so
+        # 503 + Retry-After tells clients and load balancers to retry (without this, a PostgreSQL restart
+        # answered every request with the generic 500 and logged a traceback each).  Other DBAPIErrors
+        # (integrity, data) are bugs: 500 below.
+        if isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated:
+            log.warning("database unavailable on %s %s: %s", request.method, request.url.path,
+                        str(exc.orig if exc.orig is not None else exc).strip().splitlines()[0][:200])
+            if wants_html(request):
+                from .pages.common import error_page
+                resp = error_page(request, 503)
+                resp.headers["Retry-After"] = "2"
+                return resp
+            return JSONResponse({"errors": [{"field": None, "code": "database_unavailable",
+                                             "message": "数据库暂时无法连接，请稍后重试。 The database is not reachable right now; "
+                                                        "please try again in a moment."}]},
+                                status_code=503, headers={"Retry-After": "2"})
+        return await _unexpected(request, exc)
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unexpected error on %s %s", request.method, request.url.path)
@@ -95,7 +120,8 @@ def _errors(app: FastAPI) -> None:
             from .pages.common import error_page
             return error_page(request, 500)
         return JSONResponse({"errors": [{"field": None, "code": "internal",
-                                         "message": "Something went wrong on our side; it has been logged. Please try again."}]},
+                                         "message": "系统出错，已记录，请重试。 Something went wrong on our side; "
+                                                    "it has been logged. Please try again."}]},
                             status_code=500)
 
 

@@ -43,7 +43,12 @@ def _counts(rt):
         status = dict(conn.execute(select(t.c.status, func.count()).where(t.c.kind == "test.once").group_by(t.c.status)).all())
         per_key = conn.execute(select(o.c.recipient, func.count()).where(o.c.template == "once").group_by(o.c.recipient)).all()
         audits = conn.execute(select(func.count()).select_from(a).where(a.c.action == "test.fired")).scalar()
-    return status, dict(per_key), audits
+        # each firing queued one message with a fresh idempotency key: as many distinct keys as messages,
+        # and no key twice anywhere in the outbox (the killed worker's rolled-back rows left nothing behind)
+        keys = conn.execute(select(func.count(), func.count(o.c.idempotency_key.distinct())).where(o.c.template == "once")).one()
+        dup_keys = conn.execute(select(func.count()).select_from(
+            select(o.c.idempotency_key).group_by(o.c.idempotency_key).having(func.count() > 1).subquery())).scalar()
+    return status, dict(per_key), audits, tuple(keys), dup_keys
 
 
 def test_four_workers_and_a_killed_one_fire_every_timer_exactly_once(db_url, make_runtime, package_dir, tmp_path):
@@ -70,10 +75,11 @@ def test_four_workers_and_a_killed_one_fire_every_timer_exactly_once(db_url, mak
     late = _spawn(db_url, "late", now)             # picks up what the killed worker had locked
     out, _ = late.communicate(timeout=120)
     assert late.returncode == 0, out.decode()
-    status, per_key, audits = _counts(rt)
+    status, per_key, audits, keys, dup_keys = _counts(rt)
     assert status == {"done": N}
     assert len(per_key) == N and set(per_key.values()) == {1}
     assert audits == N
+    assert keys == (N, N) and dup_keys == 0
     with rt.db.read() as conn:
         by = dict(conn.execute(select(P.timers.c.locked_by, func.count()).where(P.timers.c.kind == "test.once")
                                .group_by(P.timers.c.locked_by)).all())
@@ -126,3 +132,26 @@ def test_a_failing_handler_is_retried_later_and_does_not_stop_the_batch(rt, pack
     assert bad.due_at == to_db(t0 + dt.timedelta(minutes=2))
     # the failed fast pass left nothing behind: one audit row per successful firing (the failing one rolled back)
     assert sorted(a.details["key"] for a in audits) == ["flaky:0", "flaky:1", "flaky:3", "flaky:4"]
+
+
+def test_the_worker_loop_survives_a_database_outage_with_one_line_per_failed_tick_and_backoff(rt, caplog, monkeypatch):
+    """``loom worker`` during a PostgreSQL restart: no traceback spam, waits growing, ticking again afterwards
+    (the real restart under load is tests/load/test_faults.py)."""
+    from sqlalchemy.exc import OperationalError
+    s = scheduler.Scheduler(rt, worker_id="w")
+    calls, waits = [], []
+
+    def tick(now=None):
+        calls.append(now)
+        if len(calls) <= 3:
+            raise OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+        s.stop()
+        return {"timers": 0}
+    monkeypatch.setattr(s, "tick", tick)
+    monkeypatch.setattr(s._stop, "wait", lambda t: waits.append(t))
+    with caplog.at_level("WARNING", logger="loom.scheduler"):
+        s.run_forever(interval=0.5)
+    assert len(calls) == 4
+    assert waits == [0.5, 1.0, 2.0, 0.5]          # backoff doubles while the database is down; then the interval
+    lines = [r for r in caplog.records if r.name == "loom.scheduler"]
+    assert len(lines) == 3 and all(r.exc_info is None and "server closed the connection" in r.getMessage() for r in lines)
