@@ -291,19 +291,22 @@ def main() -> None:
                         _check(rt, args.timers)
                         runs.setdefault((mode, workers), []).append(r)
                         print(f"  run {rep + 1} {mode:4s} x{workers}: {r['rate']:7.0f} timers/s  ({r['fired']} in "
-                              f"{r['seconds']:.2f}s; per worker {r['per_worker']}; {r['per_1000']:.1f} statements and "
-                              f"{r['cpu_us']:.0f} us worker CPU per 1,000/1 timer(s))", flush=True)
+                              f"{r['seconds']:.2f}s; per worker {r['per_worker']}; {r['per_1000']:.1f} statements per 1,000 timers; "
+                              f"{r['cpu_us']:.0f} us worker CPU per timer)", flush=True)
             med = {k: statistics.median(r["rate"] for r in v) for k, v in runs.items()}
             print("medians:")
-            print(f"  {'workers':>7s} {'loom/s':>8s} {'bare/s':>8s} {'ratio':>6s} {'stmts/1k':>9s} {'bare stmts/1k':>13s} "
-                  f"{'cpu us/timer':>12s} {'vs 1 worker':>11s}")
+            print(f"  {'workers':>7s} {'loom/s':>8s} {'bare/s':>8s} {'ratio':>6s} {'paired':>6s} {'stmts/1k':>9s} "
+                  f"{'bare stmts/1k':>13s} {'cpu us/timer':>12s} {'vs 1 worker':>11s}")
+            print("  (ratio = of the medians; paired = median of each run's loom/bare, the two measured back to back)")
             for workers in counts:
                 lo, ba = med[("loom", workers)], med[("bare", workers)]
                 st = statistics.median(r["per_1000"] for r in runs[("loom", workers)])
                 bst = statistics.median(r["per_1000"] for r in runs[("bare", workers)])
                 cpu = statistics.median(r["cpu_us"] for r in runs[("loom", workers)])
                 scale = f"{lo / med[('loom', counts[0])]:.2f}x" if counts[0] == 1 else ""
-                print(f"  {workers:7d} {lo:8.0f} {ba:8.0f} {lo / ba:6.2f} {st:9.1f} {bst:13.1f} {cpu:12.0f} {scale:>11s}")
+                paired = statistics.median(a["rate"] / b["rate"] for a, b in zip(runs[("loom", workers)], runs[("bare", workers)]))
+                print(f"  {workers:7d} {lo:8.0f} {ba:8.0f} {lo / ba:6.2f} {paired:6.2f} {st:9.1f} {bst:13.1f} {cpu:12.0f} "
+                      f"{scale:>11s}")
             if ("loom", 1) in med and ("loom", 2) in med:
                 print(f"per-core efficiency 1 -> 2 workers: {med[('loom', 2)] / (2 * med[('loom', 1)]):.0%} "
                       f"(bare: {med[('bare', 2)] / (2 * med[('bare', 1)]):.0%})")
