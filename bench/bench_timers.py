@@ -1,23 +1,31 @@
 """Timer throughput on PostgreSQL: the Loom scheduler vs a bare SKIP LOCKED loop.
 
-    python bench/bench_timers.py --db postgresql://postgres@127.0.0.1:5432/postgres [--timers 100000] [--workers 1,4]
+    python bench/bench_timers.py --db postgresql://postgres@127.0.0.1:5432/postgres \
+        [--timers 100000] [--workers 1,2,4] [--repeat 3] [--batch N]
 
 Creates a scratch database on the server (dropped afterwards), installs a
 tiny app with one message template, schedules N due timers and measures:
 
-* ``loom``: worker processes running ``Scheduler.tick`` -- each timer runs a
-  handler that renders the template (jinja2, sandboxed) with the timer's
-  payload and queues the message in the outbox (``engine.outbox.enqueue``,
-  idempotency key = timer key), and is marked done, in the claiming
-  transaction (savepoint per timer, exactly-once design);
-* ``bare``: the same number of processes running
-  ``UPDATE loom_timers SET status='done' ... WHERE id IN (SELECT ... FOR UPDATE
-  SKIP LOCKED LIMIT n) RETURNING ...`` and inserting one outbox row per timer
-  (same template rendering), i.e. the floor of what any SKIP LOCKED queue
-  costs on this database.
+* ``loom``: worker processes calling ``Scheduler._fire_batch`` (what
+  ``tick`` loops over) -- each timer runs a handler that renders the
+  template (jinja2, sandboxed) with the timer's payload and queues the
+  message in the outbox (``engine.outbox.enqueue_batched``, idempotency key
+  = timer key), and is marked done, in the claiming transaction (fast path:
+  one claim, one multi-row outbox INSERT, one completion UPDATE per batch;
+  a failing handler sends the batch down the careful path with a savepoint
+  per timer);
+* ``bare``: the same number of processes on raw psycopg2, each batch one
+  ``UPDATE loom_timers SET status='done' ... WHERE id IN (SELECT ... FOR
+  UPDATE SKIP LOCKED LIMIT n) RETURNING ...``, the same template rendering
+  and one multi-row INSERT of the outbox rows (``execute_values``), one
+  commit: the floor of what any SKIP LOCKED queue costs on this database.
 
-Prints timers/s per run and the ratio loom/bare.  Rates are measured from the
-moment every worker is connected and ready until the last timer is done.
+Each (mode, workers) pair runs ``--repeat`` times, loom and bare back to
+back; the medians are reported with the ratio loom/bare, SQL statements per
+1,000 timers (counted by the worker; stable whatever the machine load) and
+worker CPU per timer.  Rates are measured from the moment every worker is
+connected and ready until the last timer is done.  The database server
+shares the machine's cores with the workers.
 """
 from __future__ import annotations
 
@@ -25,6 +33,7 @@ import argparse
 import datetime as dt
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -70,8 +79,8 @@ def handler(uow, timer: dict) -> None:
     from engine import outbox
     p = timer["payload"] or {}
     text = render(uow.app, "maintenance_due", {**p, "hotline": "400-000-8888"})
-    outbox.enqueue(uow.conn, app=uow.app.name, template="maintenance_due", channel="sms", recipient=p["phone"], rendered=text,
-            key=timer["key"], due_at=uow.now, now=uow.now, lang="zh", recipient_kind="customer")
+    outbox.enqueue_batched(uow.conn, app=uow.app.name, template="maintenance_due", channel="sms", recipient=p["phone"],
+                           rendered=text, key=timer["key"], due_at=uow.now, now=uow.now, lang="zh", recipient_kind="customer")
 
 
 def _register() -> None:
@@ -83,15 +92,23 @@ def _register() -> None:
 
 def worker_loom(url: str, name: str, go: Path, batch: int) -> None:
     _register()
+    from sqlalchemy import event
     from engine.scheduler import Scheduler
     from ui.wiring import build_runtime
     rt = build_runtime(url, start=False)
     rt.app("bench")                        # compile once before the clock starts
     s = Scheduler(rt, worker_id=name, batch=batch)
+    statements = [0]
+
+    @event.listens_for(rt.db.engine, "before_cursor_execute")
+    def _count(*_args):                    # every SQL statement the worker sends (COMMIT not included)
+        statements[0] += 1
     _ready_and_wait(go)
+    statements[0] = 0
     fired = 0
     idle = 0
     last = time.time()
+    cpu = time.process_time()
     while idle < 20:
         f, failed = s._fire_batch(NOW)     # timers only (no outbox delivery): what we measure
         if f + failed:
@@ -101,52 +118,57 @@ def worker_loom(url: str, name: str, go: Path, batch: int) -> None:
         else:
             idle += 1
             time.sleep(0.01)
-    print(json.dumps({"fired": fired, "end": last}))
+    print(json.dumps({"fired": fired, "end": last, "cpu": time.process_time() - cpu, "statements": statements[0]}))
 
 
 def worker_bare(url: str, name: str, go: Path, batch: int) -> None:
-    from sqlalchemy import text
-    from engine.db import Database
+    """The floor: raw psycopg2, one ``UPDATE ... RETURNING`` claims and completes a batch, one
+    multi-row INSERT (``execute_values``) writes its outbox rows, one commit."""
+    import psycopg2
+    from psycopg2.extras import execute_values
     from engine.clock import to_db
-    db = Database(url)
 
     class _App:
         digest = "bare"
         package = type("Pkg", (), {"text": staticmethod(lambda p: TEMPLATE)})()
     app = _App()
-    claim = text("""
-        UPDATE loom_timers SET status = 'done', fired_at = :now, locked_by = :w, attempts = attempts + 1
-        WHERE id IN (SELECT id FROM loom_timers WHERE status = 'pending' AND due_at <= :now
-                     ORDER BY due_at, id LIMIT :n FOR UPDATE SKIP LOCKED)
-        RETURNING id, app, key, payload""")
-    insert = text("""
+    claim = """
+        UPDATE loom_timers SET status = 'done', fired_at = %(now)s, locked_by = %(w)s, attempts = attempts + 1
+        WHERE id IN (SELECT id FROM loom_timers WHERE status = 'pending' AND due_at <= %(now)s
+                     ORDER BY due_at, id LIMIT %(n)s FOR UPDATE SKIP LOCKED)
+        RETURNING id, app, key, payload"""
+    insert = """
         INSERT INTO loom_outbox (app, template, channel, recipient, recipient_kind, lang, rendered, kind, status,
                                  due_at, attempts, idempotency_key, created_at)
-        VALUES (:app, 'maintenance_due', 'sms', :recipient, 'customer', 'zh', :rendered, 'service', 'queued',
-                :now, 0, :key, :now)
-        ON CONFLICT (idempotency_key) DO NOTHING""")
+        VALUES %s ON CONFLICT (idempotency_key) DO NOTHING"""
     now = to_db(NOW)
-    with db.engine.connect() as c:
-        c.execute(text("SELECT 1"))
+    conn = psycopg2.connect(url)
     _ready_and_wait(go)
-    fired = 0
+    fired = statements = 0
     idle = 0
     last = time.time()
-    while idle < 20:
-        with db.engine.begin() as conn:
-            rows = conn.execute(claim, {"now": now, "w": name, "n": batch}).all()
+    cpu = time.process_time()
+    with conn.cursor() as cur:
+        while idle < 20:
+            cur.execute(claim, {"now": now, "w": name, "n": batch})
+            rows = cur.fetchall()
+            statements += 1
             if rows:
-                conn.execute(insert, [{"app": r.app, "recipient": r.payload["phone"], "key": r.key, "now": now,
-                                       "rendered": render(app, "maintenance_due", {**r.payload, "hotline": "400-000-8888"})}
-                                      for r in rows])
-        if rows:
-            fired += len(rows)
-            idle = 0
-            last = time.time()
-        else:
-            idle += 1
-            time.sleep(0.01)
-    print(json.dumps({"fired": fired, "end": last}))
+                execute_values(cur, insert, [
+                    (a, "maintenance_due", "sms", p["phone"], "customer", "zh",
+                     render(app, "maintenance_due", {**p, "hotline": "400-000-8888"}), "service", "queued",
+                     now, 0, key, now) for _id, a, key, p in rows], page_size=1000)
+                statements += -(-len(rows) // 1000)
+            conn.commit()
+            if rows:
+                fired += len(rows)
+                idle = 0
+                last = time.time()
+            else:
+                idle += 1
+                time.sleep(0.01)
+    conn.close()
+    print(json.dumps({"fired": fired, "end": last, "cpu": time.process_time() - cpu, "statements": statements}))
 
 
 def _ready_and_wait(go: Path) -> None:
@@ -213,7 +235,9 @@ def _run(url: str, mode: str, workers: int, batch: int, tmp: Path) -> dict:
     fired = sum(r["fired"] for r in results)
     seconds = max(r["end"] for r in results) - start
     return {"mode": mode, "workers": workers, "fired": fired, "seconds": seconds, "rate": fired / seconds,
-            "per_worker": [r["fired"] for r in results]}
+            "per_worker": [r["fired"] for r in results],
+            "cpu_us": 1e6 * sum(r["cpu"] for r in results) / max(fired, 1),          # worker CPU per timer
+            "per_1000": 1000 * sum(r["statements"] for r in results) / max(fired, 1)}  # SQL statements per 1,000 timers
 
 
 def _check(rt, n: int) -> None:
@@ -231,7 +255,8 @@ def main() -> None:
     ap.add_argument("--db", default=os.environ.get("LOOM_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres"),
                     help="a PostgreSQL server URL (a scratch database is created on it)")
     ap.add_argument("--timers", type=int, default=100_000)
-    ap.add_argument("--workers", default="1,4", help="comma-separated worker counts")
+    ap.add_argument("--workers", default="1,2,4", help="comma-separated worker counts")
+    ap.add_argument("--repeat", type=int, default=3, help="runs per (mode, workers); the median is reported")
     ap.add_argument("--batch", type=int, default=0, help="timers per claim (default: the scheduler's BATCH)")
     ap.add_argument("--worker", choices=["loom", "bare"], help=argparse.SUPPRESS)
     ap.add_argument("--name", help=argparse.SUPPRESS)
@@ -250,28 +275,44 @@ def main() -> None:
     from ui.wiring import build_runtime
     url, drop = _scratch_db(args.db)
     counts = [int(x) for x in args.workers.split(",") if x.strip()]
-    print(f"{args.timers} timers per run, batch {batch}, on {os.cpu_count()} CPU(s); PostgreSQL scratch database")
+    print(f"{args.timers} timers per run, batch {batch}, {args.repeat} run(s) each, on {os.cpu_count()} CPU(s) "
+          f"(shared with the PostgreSQL server); scratch database")
     try:
         with tempfile.TemporaryDirectory() as tmp:
             tmp = Path(tmp)
             rt = build_runtime(url, Clock(fixed=NOW))
             install(rt, read_package(_package(tmp)))
-            results: dict = {}
+            runs: dict = {}
+            for rep in range(args.repeat):
+                for workers in counts:
+                    for mode in ("loom", "bare"):     # back to back, so both see the same machine load
+                        _reset(rt, args.timers)
+                        r = _run(url, mode, workers, batch, tmp)
+                        _check(rt, args.timers)
+                        runs.setdefault((mode, workers), []).append(r)
+                        print(f"  run {rep + 1} {mode:4s} x{workers}: {r['rate']:7.0f} timers/s  ({r['fired']} in "
+                              f"{r['seconds']:.2f}s; per worker {r['per_worker']}; {r['per_1000']:.1f} statements per 1,000 timers; "
+                              f"{r['cpu_us']:.0f} us worker CPU per timer)", flush=True)
+            med = {k: statistics.median(r["rate"] for r in v) for k, v in runs.items()}
+            print("medians:")
+            print(f"  {'workers':>7s} {'loom/s':>8s} {'bare/s':>8s} {'ratio':>6s} {'paired':>6s} {'stmts/1k':>9s} "
+                  f"{'bare stmts/1k':>13s} {'cpu us/timer':>12s} {'vs 1 worker':>11s}")
+            print("  (ratio = of the medians; paired = median of each run's loom/bare, the two measured back to back)")
             for workers in counts:
-                for mode in ("loom", "bare"):
-                    _reset(rt, args.timers)
-                    r = _run(url, mode, workers, batch, tmp)
-                    _check(rt, args.timers)
-                    results[(mode, workers)] = r
-                    print(f"  {mode:4s} x{workers}: {r['rate']:8.0f} timers/s  ({r['fired']} in {r['seconds']:.2f}s; "
-                          f"per worker {r['per_worker']})", flush=True)
-            print("ratios (loom / bare):")
-            for workers in counts:
-                lo, ba = results[("loom", workers)], results[("bare", workers)]
-                print(f"  {workers} worker(s): {lo['rate'] / ba['rate']:.2f}")
-            one = results.get(("loom", 1))
-            if one:
-                print(f"goal: >= 2000 timers/s with one worker: {'met' if one['rate'] >= 2000 else 'NOT met'} ({one['rate']:.0f}/s)")
+                lo, ba = med[("loom", workers)], med[("bare", workers)]
+                st = statistics.median(r["per_1000"] for r in runs[("loom", workers)])
+                bst = statistics.median(r["per_1000"] for r in runs[("bare", workers)])
+                cpu = statistics.median(r["cpu_us"] for r in runs[("loom", workers)])
+                scale = f"{lo / med[('loom', counts[0])]:.2f}x" if counts[0] == 1 else ""
+                paired = statistics.median(a["rate"] / b["rate"] for a, b in zip(runs[("loom", workers)], runs[("bare", workers)]))
+                print(f"  {workers:7d} {lo:8.0f} {ba:8.0f} {lo / ba:6.2f} {paired:6.2f} {st:9.1f} {bst:13.1f} {cpu:12.0f} "
+                      f"{scale:>11s}")
+            if ("loom", 1) in med and ("loom", 2) in med:
+                print(f"per-core efficiency 1 -> 2 workers: {med[('loom', 2)] / (2 * med[('loom', 1)]):.0%} "
+                      f"(bare: {med[('bare', 2)] / (2 * med[('bare', 1)]):.0%})")
+            if ("loom", 1) in med:
+                one = med[("loom", 1)]
+                print(f"goal: >= 2000 timers/s with one worker: {'met' if one >= 2000 else 'NOT met'} ({one:.0f}/s median)")
             rt.db.dispose()
     finally:
         drop()

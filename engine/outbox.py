@@ -13,6 +13,7 @@ message), ``webhook:<url>`` (POST JSON, e.g. an SMS gateway), and
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -21,9 +22,9 @@ import smtplib
 import urllib.request
 from email.message import EmailMessage
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import event, or_, select, update
 from sqlalchemy.engine import Connection
 
 from . import platform as P
@@ -34,6 +35,7 @@ MAX_ATTEMPTS = 6
 
 
 _INSERT: dict[str, Any] = {}
+_PENDING = "loom_outbox_pending"   # conn.info key: rows queued by ``enqueue_batched`` in this batch, not yet written
 
 
 def _insert_statement(dialect: str):
@@ -49,17 +51,104 @@ def _insert_statement(dialect: str):
     return stmt
 
 
+_COLUMNS = ("app", "template", "channel", "recipient", "rendered", "subject", "lang", "kind", "status",
+            "recipient_kind", "idempotency_key", "due_at", "form", "record_id", "created_at", "attempts", "last_error",
+            "next_attempt_at", "sent_at")
+_PG_MANY = (f"INSERT INTO {P.outbox.name} ({', '.join(_COLUMNS)}) VALUES {{}} "
+            "ON CONFLICT (idempotency_key) DO NOTHING")
+_PG_ROW = "(" + ", ".join(["%s"] * len(_COLUMNS)) + ")"
+_PG_PAGE = 1000
+
+
+def _row(app: str, template: str, channel: str, recipient: str, rendered: str, key: str, due_at: dt.datetime,
+         now: dt.datetime, subject: str | None, lang: str | None, kind: str, status: str, recipient_kind: str | None,
+         form: str | None, record_id: int | None, last_error: str | None) -> tuple:
+    """One outbox row, values in ``_COLUMNS`` order."""
+    created = to_db(now)
+    return (app, template, channel, str(recipient)[:255], rendered, subject, lang, kind, status, recipient_kind,
+            key[:255], created if due_at is now else to_db(due_at), form, record_id, created, 0, last_error, None, None)
+
+
 def enqueue(conn: Connection, *, app: str, template: str, channel: str, recipient: str, rendered: str,
             key: str, due_at: dt.datetime, now: dt.datetime, subject: str | None = None, lang: str | None = None,
             kind: str = "service", status: str = "queued", recipient_kind: str | None = None,
             form: str | None = None, record_id: int | None = None, last_error: str | None = None) -> bool:
     """Queue a message unless one with ``key`` exists; True if queued."""
-    res = conn.execute(_insert_statement(conn.dialect.name), dict(
-        app=app, template=template, channel=channel, recipient=str(recipient)[:255], rendered=rendered,
-        subject=subject, lang=lang, kind=kind, status=status, recipient_kind=recipient_kind,
-        idempotency_key=key[:255], due_at=to_db(due_at), form=form, record_id=record_id,
-        created_at=to_db(now), attempts=0, last_error=last_error, next_attempt_at=None, sent_at=None))
+    res = conn.execute(_insert_statement(conn.dialect.name), dict(zip(_COLUMNS, _row(
+        app, template, channel, recipient, rendered, key, due_at, now, subject, lang, kind, status, recipient_kind,
+        form, record_id, last_error))))
     return res.rowcount > 0
+
+
+def enqueue_batched(conn: Connection, *, app: str, template: str, channel: str, recipient: str, rendered: str,
+                    key: str, due_at: dt.datetime, now: dt.datetime, subject: str | None = None,
+                    lang: str | None = None, kind: str = "service", status: str = "queued",
+                    recipient_kind: str | None = None, form: str | None = None, record_id: int | None = None,
+                    last_error: str | None = None) -> None:
+    """``enqueue`` for callers that don't need to know whether the key was new.
+
+    Inside ``batched(conn)`` (the scheduler's fast path) the row is only
+    remembered, and all such rows of the batch are written by one multi-row
+    ``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING`` -- before the next
+    statement on ``conn`` (so a later query in the same transaction sees
+    them, and a savepoint covers them) and at the latest before the batch
+    commits.  Anywhere else it is ``enqueue``.
+    """
+    row = _row(app, template, channel, recipient, rendered, key, due_at, now, subject, lang, kind, status,
+               recipient_kind, form, record_id, last_error)
+    pending = conn.info.get(_PENDING)
+    if pending is None:
+        conn.execute(_insert_statement(conn.dialect.name), dict(zip(_COLUMNS, row)))
+    else:
+        pending.append(row)
+
+
+def flush(conn: Connection) -> None:
+    """Write the rows ``enqueue_batched`` is holding for ``conn``: one statement per 1,000 rows."""
+    pending = conn.info.get(_PENDING)
+    if not pending:
+        return
+    rows = pending[:]
+    pending.clear()              # before executing: the statements below must not flush again
+    if conn.dialect.name == "postgresql":
+        # what psycopg2's execute_values does (rows quoted by the driver, C code), but through
+        # SQLAlchemy so that engine events see the statement
+        from psycopg2.extensions import encodings
+        dbapi = conn.connection.dbapi_connection
+        cur = dbapi.cursor()
+        try:
+            for i in range(0, len(rows), _PG_PAGE):
+                values = b",".join([cur.mogrify(_PG_ROW, r) for r in rows[i:i + _PG_PAGE]]).decode(encodings[dbapi.encoding])
+                # no_parameters: the text is final, a '%' in a message must not be taken for a placeholder
+                conn.exec_driver_sql(_PG_MANY.format(values), execution_options={"no_parameters": True})
+        finally:
+            cur.close()
+    else:   # SQLite: executemany runs in-process, no round trips to save
+        conn.execute(_insert_statement(conn.dialect.name), [dict(zip(_COLUMNS, r)) for r in rows])
+
+
+def _flush_before_statement(conn: Connection, *_args: Any) -> None:
+    if conn.info.get(_PENDING):
+        flush(conn)
+
+
+@contextlib.contextmanager
+def batched(conn: Connection) -> Iterator[None]:
+    """Hold ``enqueue_batched`` rows on ``conn`` and write them together (see there).
+
+    On success the rows are written when the block ends; on an exception
+    they are dropped (the caller's transaction is rolled back anyway).
+    """
+    if not event.contains(conn.engine, "before_execute", _flush_before_statement):
+        # any other statement on the connection first writes the held rows: read-your-writes and
+        # savepoints behave exactly as if each row had been inserted when it was queued
+        event.listen(conn.engine, "before_execute", _flush_before_statement)
+    conn.info[_PENDING] = []
+    try:
+        yield
+        flush(conn)
+    finally:
+        conn.info.pop(_PENDING, None)
 
 
 # -- transports ---------------------------------------------------------------

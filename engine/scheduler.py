@@ -19,6 +19,14 @@ our own connection; a separate queue would add a second source of truth.
 
 Each handler runs with ``uow.now`` = the timer's due time (the instant it
 logically fires), so ``loom tick --now`` replays 90 days faithfully.
+
+Cost: a batch on the fast path is three statements whatever its size -- the
+claim, one multi-row INSERT of the outbox rows that handlers queued with
+``outbox.enqueue_batched`` (held on the connection, written before any other
+statement on it), and one UPDATE marking the batch done -- plus whatever
+else the handlers execute, and one commit.  Handlers that need to know
+whether their message was new use ``outbox.enqueue`` (one INSERT each).
+``bench/bench_timers.py`` measures this against a bare SKIP LOCKED loop.
 """
 from __future__ import annotations
 
@@ -29,9 +37,10 @@ import socket
 import threading
 from typing import Any, Callable
 
-from sqlalchemy import and_, select, update
+from sqlalchemy import and_, bindparam, select, update
 from sqlalchemy.engine import Connection
 
+from . import outbox
 from . import platform as P
 from .auth import SYSTEM_USER
 from .clock import from_db, to_db
@@ -40,7 +49,7 @@ from .uow import UnitOfWork
 
 log = logging.getLogger("loom.scheduler")
 MAX_ATTEMPTS = 5
-BATCH = 200
+BATCH = 500       # timers per claim: 200 -> 500 halves the statements and commits per timer (bench_timers.py)
 
 TimerHandler = Callable[[UnitOfWork, dict], None]
 _HANDLERS: dict[str, TimerHandler] = {}
@@ -86,6 +95,25 @@ def cancel(conn: Connection, *, app: str, form: str | None = None, record_id: in
     return conn.execute(update(P.timers).where(and_(*conds)).values(status="cancelled")).rowcount
 
 
+_STATEMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _statements(dialect: str) -> dict[str, Any]:
+    """The batch's claim and completion statements, built once per dialect (their compiled
+    form and cache key are then reused instead of being rebuilt for every batch)."""
+    stmts = _STATEMENTS.get(dialect)
+    if stmts is None:
+        t = P.timers
+        claim = (select(t).where(t.c.status == "pending", t.c.due_at <= bindparam("now"))
+                 .order_by(t.c.due_at, t.c.id).limit(bindparam("n")))
+        if dialect == "postgresql":
+            claim = claim.with_for_update(skip_locked=True)
+        done = (update(t).where(t.c.id.in_(bindparam("ids", expanding=True)))
+                .values(status="done", fired_at=bindparam("now"), locked_by=bindparam("worker"), attempts=t.c.attempts + 1))
+        stmts = _STATEMENTS[dialect] = {"claim": claim, "done": done}
+    return stmts
+
+
 class _BatchFailed(Exception):
     """A handler failed on the fast path: roll the batch back and redo it with savepoints."""
 
@@ -115,8 +143,11 @@ class Scheduler:
     def _fire_batch(self, now: dt.datetime) -> tuple[int, int]:
         """Claim up to ``batch`` due timers and fire them in one transaction.
 
-        Fast path: handlers run back to back without savepoints and the fired
-        timers are marked done with one UPDATE.  If any handler raises, the
+        Fast path: handlers run back to back without savepoints, the outbox
+        rows they queue with ``outbox.enqueue_batched`` are written by one
+        multi-row INSERT, and the fired timers are marked done with one
+        UPDATE -- three statements per batch plus whatever else the handlers
+        do.  If any handler raises (or the batch's outbox INSERT fails), the
         whole transaction is rolled back (nothing of the batch is kept, the
         row locks are released) and the batch is claimed again in careful
         mode: a savepoint per timer, so the failing one is retried later and
@@ -133,22 +164,21 @@ class Scheduler:
         fired: list[int] = []
         failed = 0
         with self.rt.db.write() as conn:
-            q = (select(t).where(t.c.status == "pending", t.c.due_at <= to_db(now))
-                 .order_by(t.c.due_at, t.c.id).limit(self.batch))
-            if conn.dialect.name == "postgresql":
-                q = q.with_for_update(skip_locked=True)
-            rows = [dict(r) for r in conn.execute(q).mappings()]
-            for row in rows:
-                if not careful:
-                    error = self._run_handler(conn, row)
-                    if error is not None:
-                        raise _BatchFailed(error)
-                    fired.append(row["id"])
-                    continue
-                ok, error = self._fire_one(conn, row)
-                if ok:
-                    fired.append(row["id"])
-                else:
+            stmts = _statements(conn.dialect.name)
+            res = conn.execute(stmts["claim"], {"now": to_db(now), "n": self.batch})
+            keys = list(res.keys())
+            rows = [dict(zip(keys, r)) for r in res.all()]
+            if not rows:
+                return 0, 0
+            if not careful:
+                self._fire_fast(conn, rows)
+                fired = [row["id"] for row in rows]
+            else:
+                for row in rows:
+                    ok, error = self._fire_one(conn, row)
+                    if ok:
+                        fired.append(row["id"])
+                        continue
                     attempts = row["attempts"] + 1
                     final = attempts >= MAX_ATTEMPTS
                     retry_at = max(now, from_db(row["due_at"])) + dt.timedelta(minutes=2 ** attempts)  # not again in this tick
@@ -157,24 +187,34 @@ class Scheduler:
                         due_at=row["due_at"] if final else to_db(retry_at), locked_by=self.worker_id))
                     failed += 1
             if fired:
-                conn.execute(update(t).where(t.c.id.in_(fired)).values(
-                    status="done", fired_at=to_db(now), locked_by=self.worker_id, attempts=t.c.attempts + 1))
+                conn.execute(stmts["done"], {"ids": fired, "now": to_db(now), "worker": self.worker_id})
         return len(fired), failed
 
-    def _run_handler(self, conn: Connection, row: dict) -> str | None:
-        """Fast path: run one handler in the batch transaction; the error text if it failed."""
-        handler = _HANDLERS.get(row["kind"])
-        if handler is None:
-            return f"no handler for timer kind '{row['kind']}'"
+    def _fire_fast(self, conn: Connection, rows: list[dict]) -> None:
+        """Run every handler of the batch in the batch transaction; ``_BatchFailed`` at the first error."""
+        apps: dict[str, Any] = {}
+        rt = self.rt
         try:
-            app = self.rt.app(row["app"])
-        except AppNotFound:
-            return f"app '{row['app']}' is not installed"
-        try:
-            handler(UnitOfWork(self.rt, conn, app, SYSTEM_USER, from_db(row["due_at"]), lang=app.default_language), row)
-        except Exception as exc:  # noqa: BLE001 - the batch is redone carefully
-            return f"{type(exc).__name__}: {exc}"
-        return None
+            with outbox.batched(conn):
+                for row in rows:
+                    kind, name = row["kind"], row["app"]
+                    handler = _HANDLERS.get(kind)
+                    if handler is None:
+                        raise _BatchFailed(f"no handler for timer kind '{kind}'")
+                    app = apps.get(name)
+                    if app is None:
+                        try:
+                            app = apps[name] = rt.app(name)
+                        except AppNotFound:
+                            raise _BatchFailed(f"app '{name}' is not installed") from None
+                    try:
+                        handler(UnitOfWork(rt, conn, app, SYSTEM_USER, from_db(row["due_at"]), lang=app.default_language), row)
+                    except Exception as exc:  # noqa: BLE001 - the batch is redone carefully
+                        raise _BatchFailed(f"{type(exc).__name__}: {exc}") from exc
+        except _BatchFailed:
+            raise
+        except Exception as exc:  # noqa: BLE001 - the batch's outbox INSERT failed: find the culprit carefully
+            raise _BatchFailed(f"{type(exc).__name__}: {exc}") from exc
 
     def _fire_one(self, conn: Connection, row: dict) -> tuple[bool, str]:
         handler = _HANDLERS.get(row["kind"])

@@ -754,7 +754,7 @@ class FlowService:
         return (row.app_digest, row.flow_digest) if row else (uow.app.digest, "")
 
     def fire_reminder(self, uow: UnitOfWork, timer: dict) -> None:
-        from engine.outbox import enqueue
+        from engine.outbox import enqueue_batched
         p = timer.get("payload") or {}
         tk = P.tasks
         task = uow.conn.execute(select(tk).where(tk.c.id == p.get("task"))).mappings().first()
@@ -783,9 +783,10 @@ class FlowService:
                  "en": f"Reminder: the task '{title.get('en') or title.get('zh') or ''}' is waiting for you ({task['form']} #{task['record_id']})"}
         user = get_user(uow.conn, task["assignee"])
         lang = (user.language if user and user.language else uow.app.default_language) or "zh"
-        enqueue(uow.conn, app=uow.app.name, template="flow_task_reminder", channel="inapp", recipient=task["assignee"],
-                rendered=text_.get(lang) or text_["zh"], key=timer["key"], due_at=uow.now, now=uow.now, lang=lang,
-                recipient_kind="user", form=task["form"], record_id=task["record_id"])
+        enqueue_batched(uow.conn, app=uow.app.name, template="flow_task_reminder", channel="inapp",
+                        recipient=task["assignee"], rendered=text_.get(lang) or text_["zh"], key=timer["key"],
+                        due_at=uow.now, now=uow.now, lang=lang, recipient_kind="user", form=task["form"],
+                        record_id=task["record_id"])
 
     # ------------------------------------------------------------------ reading
     def approval_summary(self, uow: UnitOfWork, appr: dict) -> dict:

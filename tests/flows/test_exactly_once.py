@@ -155,3 +155,79 @@ def test_the_worker_loop_survives_a_database_outage_with_one_line_per_failed_tic
     assert waits == [0.5, 1.0, 2.0, 0.5]          # backoff doubles while the database is down; then the interval
     lines = [r for r in caplog.records if r.name == "loom.scheduler"]
     assert len(lines) == 3 and all(r.exc_info is None and "server closed the connection" in r.getMessage() for r in lines)
+
+
+# -- the fast path's batched outbox INSERT ----------------------------------------------
+
+def _batched(uow, timer):
+    """Queues its message with ``enqueue_batched``; payload flags make it read, repeat or break things."""
+    from engine.outbox import enqueue_batched
+    p = timer["payload"] or {}
+    enqueue_batched(uow.conn, app=timer["app"], template="batched", channel="sms", recipient=timer["key"],
+                    rendered=None if p.get("null") else f"100% {timer['key']}", key=p.get("key") or timer["key"],
+                    due_at=uow.now, now=uow.now)
+    if p.get("count"):      # read-your-writes: a query after enqueue_batched sees the row (and the batch's earlier ones)
+        seen = uow.conn.execute(select(func.count()).select_from(P.outbox).where(P.outbox.c.template == "batched")).scalar()
+        uow.conn.execute(P.audit.insert().values(at=to_db(uow.now), actor="batched", action="test.seen", app=timer["app"],
+                                                 details={"key": timer["key"], "seen": seen}))
+    if p.get("fail"):
+        raise RuntimeError("boom")
+
+
+scheduler.register_timer_handler("test.batched", _batched)
+
+
+def _outbox(rt):
+    with rt.db.read() as conn:
+        o = P.outbox
+        return {r.idempotency_key: r for r in conn.execute(select(o).where(o.c.template == "batched"))}
+
+
+def test_batched_outbox_rows_are_written_once_and_seen_by_later_statements(rt, package_dir):
+    setup_app(rt, package_dir, {})
+    t0 = rt.clock.now()
+    with rt.db.write() as conn:
+        for i in range(6):
+            payload = {"count": i == 3, **({"key": "same"} if i in (4, 5) else {})}   # 4 and 5 share a key
+            scheduler.schedule(conn, app="svc", kind="test.batched", key=f"b:{i}", due_at=t0, payload=payload)
+    assert rt.services["scheduler"].tick(t0)["timers"] == 6
+    rows = _outbox(rt)
+    assert sorted(rows) == ["b:0", "b:1", "b:2", "b:3", "same"]
+    assert rows["b:0"].rendered == "100% b:0"                                        # "%" is text, not a placeholder
+    assert rows["same"].recipient == "b:4"                                           # the first one queued wins
+    with rt.db.read() as conn:
+        seen = conn.execute(select(P.audit.c.details).where(P.audit.c.action == "test.seen")).scalar_one()
+    assert seen == {"key": "b:3", "seen": 4}      # its own row and the three before it, not yet flushed when it ran
+
+
+def test_a_failure_in_a_batch_with_batched_messages_keeps_the_others_exactly_once(rt, package_dir):
+    setup_app(rt, package_dir, {})
+    t0 = rt.clock.now()
+    with rt.db.write() as conn:
+        for i in range(5):      # 3's message breaks the batch's multi-row INSERT (no handler raises)
+            scheduler.schedule(conn, app="svc", kind="test.batched", key=f"f:{i}", due_at=t0, payload={"null": i == 3})
+        for i in range(5, 8):   # 6 raises after queueing its message
+            scheduler.schedule(conn, app="svc", kind="test.batched", key=f"f:{i}", due_at=t0 + dt.timedelta(seconds=1),
+                               payload={"fail": i == 6})
+    s = rt.services["scheduler"]
+    s.batch = 5
+    counts = s.tick(t0 + dt.timedelta(seconds=1))
+    assert (counts["timers"], counts["failed"]) == (6, 2)
+    assert sorted(_outbox(rt)) == ["f:0", "f:1", "f:2", "f:4", "f:5", "f:7"]
+    with rt.db.read() as conn:
+        rows = {r.key: r for r in conn.execute(select(P.timers).where(P.timers.c.kind == "test.batched"))}
+    assert {k: r.status for k, r in rows.items()} == {"f:0": "done", "f:1": "done", "f:2": "done", "f:3": "pending",
+                                                      "f:4": "done", "f:5": "done", "f:6": "pending", "f:7": "done"}
+    assert "IntegrityError" in rows["f:3"].last_error and "boom" in rows["f:6"].last_error
+    assert rows["f:3"].attempts == rows["f:6"].attempts == 1
+
+
+def test_enqueue_batched_outside_a_batch_writes_at_once(rt, package_dir):
+    from engine.outbox import enqueue_batched
+    setup_app(rt, package_dir, {})
+    t0 = rt.clock.now()
+    with rt.db.write() as conn:
+        enqueue_batched(conn, app="svc", template="batched", channel="sms", recipient="x", rendered="now", key="direct",
+                        due_at=t0, now=t0)
+        assert conn.execute(select(func.count()).select_from(P.outbox)
+                            .where(P.outbox.c.idempotency_key == "direct")).scalar() == 1

@@ -1,7 +1,9 @@
 """A worker process for the exactly-once tests: ``python -m tests.flows.timer_worker URL NAME NOW``.
 
 Registers the ``test.once`` timer handler (one audit row and one outbox row
-per firing, so a duplicate firing would show as two rows) and ticks until
+per firing, so a duplicate firing would show as two rows; the outbox row goes
+through ``enqueue_batched``, written with the next timer's audit INSERT or the
+batch's multi-row INSERT) and ticks until
 nothing is left.  With ``LOOM_TEST_STALL_AT=N`` the handler stops for good
 at its N-th timer (after touching ``LOOM_TEST_STALL_MARK``), in the middle
 of a batch, so the test can ``kill -9`` it there.
@@ -16,7 +18,7 @@ from pathlib import Path
 
 from engine import platform as P
 from engine.clock import parse_instant, to_db
-from engine.outbox import enqueue
+from engine.outbox import enqueue_batched
 from engine.scheduler import Scheduler, register_timer_handler
 
 _count = 0
@@ -31,8 +33,8 @@ def handler(uow, timer: dict) -> None:
         time.sleep(600)
     uow.conn.execute(P.audit.insert().values(at=to_db(uow.now), actor=os.environ.get("LOOM_WORKER", "?"),
                                              action="test.fired", app=timer["app"], details={"key": timer["key"]}))
-    enqueue(uow.conn, app=timer["app"], template="once", channel="inapp", recipient=timer["key"],
-            rendered=f"timer {timer['key']}", key=str(uuid.uuid4()), due_at=uow.now, now=uow.now)
+    enqueue_batched(uow.conn, app=timer["app"], template="once", channel="inapp", recipient=timer["key"],
+                    rendered=f"timer {timer['key']}", key=str(uuid.uuid4()), due_at=uow.now, now=uow.now)
 
 
 register_timer_handler("test.once", handler)
