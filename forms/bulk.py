@@ -36,6 +36,7 @@ from .sequences import allocate
 from .tables import bi_column
 
 BATCH = 5000
+PROGRESS_EVERY = 1000         # rows between progress callbacks (a job's live counter; no database write per row)
 MAX_ERRORS_ALL = 100          # mode='all' stops reading after this many problems
 _SYSTEM = frozenset(("state", "owner", "created_at", "updated_at", "created_by"))
 _STAMPS = frozenset(("created_at", "updated_at"))
@@ -357,11 +358,11 @@ def run(writer: BulkWriter, rows: Iterable[tuple[int, Callable, Sequence[Any]]],
                 writer.insert(values)
             report.inserted += len(values)
         pending.clear()
-        if progress:
-            progress(report.total)
 
     for row_no, convert, values in rows:
         report.total += 1
+        if progress is not None and report.total % PROGRESS_EVERY == 0:
+            progress(report.total)
         row = convert(values, row_no, errors)
         if row is None:
             if stop_all and len(errors) >= MAX_ERRORS_ALL:
@@ -374,6 +375,8 @@ def run(writer: BulkWriter, rows: Iterable[tuple[int, Callable, Sequence[Any]]],
                 break
     if not (stop_all and errors):
         flush()
+    if progress is not None:
+        progress(report.total)
     errors.sort(key=lambda e: e["row"] if isinstance(e.get("row"), int) else 0)
     if stop_all and errors:
         raise RecordInvalid([{"field": e["field"], "code": e["code"], "message": row_prefix(writer.lang, e["row"]) + e["message"],

@@ -57,8 +57,7 @@ def _column_map(form: FormDef, headers: list[str], lang: str = "zh") -> tuple[li
 
 def read_rows(filename: str, blob: bytes) -> tuple[list[str], Iterator[list[Any]]]:
     """Header + data rows from a .csv (UTF-8, with or without BOM, or GB18030) or .xlsx file."""
-    if len(blob) > MAX_IMPORT_BYTES:
-        raise RecordInvalid([{"field": None, "code": "too_large", "message": "文件太大（最大 200 MB） / file too large (max 200 MB)"}])
+    check_size(blob)
     lower = filename.lower()
     if lower.endswith(".xlsx") or blob[:2] == b"PK":
         from openpyxl import load_workbook
@@ -108,6 +107,19 @@ def count_rows(filename: str, blob: bytes) -> int | None:
     return max(n - 1 + (0 if blob.endswith(b"\n") else 1), 0)
 
 
+def import_form(uow: UnitOfWork, form_name: str) -> FormDef:
+    """The form, if the user may import into it (``import`` or ``create`` permission); else Forbidden."""
+    form = uow.service("records").form(uow.app, form_name)
+    if not grant(form, uow.user, "import").allowed and not grant(form, uow.user, "create").allowed:
+        raise Forbidden(f"you may not import {form.name} records")
+    return form
+
+
+def check_size(blob: bytes) -> None:
+    if len(blob) > MAX_IMPORT_BYTES:
+        raise RecordInvalid([{"field": None, "code": "too_large", "message": "文件太大（最大 200 MB） / file too large (max 200 MB)"}])
+
+
 def import_records(uow: UnitOfWork, form_name: str, filename: str, blob: bytes, *, mode: str = "all",
                    dry_run: bool = False, progress: Callable[[int], None] | None = None) -> BulkReport:
     """Validate and insert the rows of a file; see the module docstring.
@@ -117,9 +129,7 @@ def import_records(uow: UnitOfWork, form_name: str, filename: str, blob: bytes, 
     header problems are row 1 of the ``unknown_column`` kind.
     """
     records = uow.service("records")
-    form = records.form(uow.app, form_name)
-    if not grant(form, uow.user, "import").allowed and not grant(form, uow.user, "create").allowed:
-        raise Forbidden(f"you may not import {form.name} records")
+    form = import_form(uow, form_name)
     header, rows = read_rows(filename, blob)
     names, problems = _column_map(form, header, uow.lang)
     if problems and mode == "all" and not dry_run:
