@@ -18,20 +18,13 @@ from forms.transfer import MAX_IMPORT_BYTES
 
 from ..api.transfer import check_mode, start_import_job
 from ..deps import unit_of_work
-from .common import PageRoute, fragment, lang_of, page_user, render, runtime
+from .common import PageRoute, fragment, page_user, render, runtime
 from .i18n import label
+from .records import _app_lang as _lang  # the app's default language, as on the list page
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 POLL = "500ms"
 SHOWN_ERRORS = 200
-
-
-def _lang(request: Request, user, app_name: str) -> str:
-    try:
-        app = runtime(request).app(app_name)
-    except Exception:  # noqa: BLE001 - unknown app: the handler reports it
-        app = None
-    return lang_of(request, user, getattr(app, "default_language", None))
 
 
 def _base(app_name: str, form_name: str) -> str:
@@ -109,13 +102,22 @@ def _result(request: Request, lang: str, base: str, job: dict):
     Always 200: htmx swaps only successful answers, and a failed import is a
     result to show in place, not a broken request."""
     result = job.get("result") or {}
-    errors = list(job.get("errors") or [])
+    errors = [_without_row_prefix(e, lang) for e in job.get("errors") or []]
     n = result.get("error_count", len(errors)) if job["status"] == "done" else len(errors)
     return fragment(request, "records/_import_result.html", {
         "job": job, "result": result, "errors": errors[:SHOWN_ERRORS], "error_count": n, "base": base, "lang": lang,
         "ok_rows": max(0, (result.get("total") or 0) - len({e.get("row") for e in errors})),
         "labels": _labels(request, job, lang),
     })
+
+
+def _without_row_prefix(error: dict, lang: str) -> dict:
+    """The table has a row column: drop the "第 N 行：" / "row N: " that the 422 messages start with."""
+    from forms.bulk import row_prefix
+    row, msg = error.get("row"), str(error.get("message") or "")
+    if isinstance(row, int) and msg.startswith(row_prefix(lang, row)):
+        return {**error, "message": msg[len(row_prefix(lang, row)):]}
+    return error
 
 
 def _labels(request: Request, job: dict, lang: str) -> dict[str, str]:
