@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.concurrency import run_in_threadpool
 
 from engine import jobs as J
 from engine.audit import audit
@@ -83,12 +84,13 @@ async def import_file(app: str, form: str, request: Request, file: UploadFile = 
     name = file.filename or "upload.csv"
     if run_async:
         try:
-            job = start_import_job(rt, app, form, user, lang, name, blob, mode, dry_run)
+            job = await run_in_threadpool(start_import_job, rt, app, form, user, lang, name, blob, mode, dry_run)
         except J.JobRejected as exc:
             return JSONResponse({"errors": [{"field": None, "code": "busy", "message": exc.message}]}, status_code=503,
                                 headers={"Retry-After": "30"})
         return JSONResponse({"job": job}, status_code=202, headers={"Location": f"/api/jobs/{job['id']}"})
-    return run_import(rt, app, form, user, lang, name, blob, mode, dry_run)
+    # a thread, not the event loop: a big synchronous import must not stall every other request
+    return await run_in_threadpool(run_import, rt, app, form, user, lang, name, blob, mode, dry_run)
 
 
 @job_routes.get("/{job_id}", summary="A background job's status, progress and final report")

@@ -11,6 +11,7 @@ the numbers come from the job's in-memory state.
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
 
 from engine import jobs as J
 from engine.errors import NotFound, RecordInvalid
@@ -61,7 +62,7 @@ async def import_submit(app_name: str, form_name: str, request: Request):
     blob = await upload.read(MAX_IMPORT_BYTES + 1)
     try:
         check_mode(mode)
-        job = start_import_job(rt, app_name, form_name, user, lang, upload.filename, blob, mode, dry_run)
+        job = await run_in_threadpool(start_import_job, rt, app_name, form_name, user, lang, upload.filename, blob, mode, dry_run)
     except RecordInvalid as exc:
         return _result(request, lang, base, {"status": "failed", "app": app_name, "form": form_name,
                                               "errors": exc.errors})
