@@ -36,7 +36,7 @@ import secrets
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable
+from typing import Callable
 
 from sqlalchemy import JSON, Column, DateTime, Index, Integer, String, Table, delete, select, update
 
@@ -52,7 +52,6 @@ PROGRESS_EVERY = 1000          # rows between progress reports (the importer's u
 DB_PROGRESS_SECONDS = 1.0
 STALE_AFTER = dt.timedelta(hours=2)
 KEEP_DAYS = 7
-STATUSES = ("queued", "running", "done", "failed")
 
 jobs = Table(
     "loom_jobs", metadata,

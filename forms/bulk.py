@@ -26,6 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 
+from sqlalchemy import select
+
 from engine.clock import to_db
 from engine.errors import RecordInvalid
 from engine.uow import UnitOfWork
@@ -226,18 +228,6 @@ class BulkWriter:
                 return False
         return True
 
-    def convert(self, raw: Mapping[str, Any], row_no: int, errors: list[dict], lang: str | None = None) -> list | None:
-        """A row given as a mapping (seed data, tests) -> list in column order."""
-        names = list(raw.keys())
-        bad = False
-        for key in names:
-            if key not in self.fields and key not in _SYSTEM and key not in self.skipped:
-                self._error(errors, row_no, key, "unknown_field", _say(self.lang, f"没有字段“{key}”", f"unknown field '{key}'"))
-                bad = True
-        if bad:
-            return None
-        return self.row_converter(names)(list(raw.values()), row_no, errors)
-
     def _formulas(self, out: list, parsed: dict) -> None:
         ctx = self.uow.eval_context()
         for f in self.formulas:
@@ -276,7 +266,6 @@ class BulkWriter:
         return [r for r in rows if r[0] not in bad] if bad else rows
 
     def _existing(self, col: str, scope: list[str], keys: list[tuple]) -> set[tuple]:
-        from sqlalchemy import select
         t = self.table
         found: set[tuple] = set()
         wanted = set(keys)
