@@ -23,14 +23,14 @@ from engine.errors import Forbidden, RecordInvalid
 from engine.uow import UnitOfWork
 
 from .access import grant
-from .bulk import BulkReport, bulk_insert
+from .bulk import BulkReport, BulkWriter, run
 from .model import FormDef
 
 MAX_IMPORT_BYTES = 200 * 1024 * 1024
 
 
-def _column_map(form: FormDef, headers: list[str]) -> tuple[list[str | None], list[dict]]:
-    """Header cell -> field name; unknown headers are problems of row 1."""
+def _column_map(form: FormDef, headers: list[str], lang: str = "zh") -> tuple[list[str | None], list[dict]]:
+    """Header cell -> field name; unknown headers are problems of row 1 (the header row)."""
     by_label: dict[str, str] = {}
     for name, f in form.fields.items():
         by_label[name.lower()] = name
@@ -42,32 +42,34 @@ def _column_map(form: FormDef, headers: list[str]) -> tuple[list[str | None], li
     names: list[str | None] = []
     problems: list[dict] = []
     for i, h in enumerate(headers):
-        key = (h or "").strip().lower()
+        key = (str(h) if h is not None else "").strip().lower()
         if not key:
             names.append(None)
             continue
         name = by_label.get(key)
         if name is None:
-            problems.append({"row": 1, "field": h, "code": "unknown_column",
-                             "message": f"column {i + 1} '{h}' is not a field of {form.name}"})
+            problems.append({"row": 1, "field": h, "code": "unknown_column", "message": (
+                f"第 {i + 1} 列“{h}”不是{form.label.get('zh') or form.name}的字段" if lang == "zh"
+                else f"column {i + 1} '{h}' is not a field of {form.name}")})
         names.append(name)
     return names, problems
 
 
 def read_rows(filename: str, blob: bytes) -> tuple[list[str], Iterator[list[Any]]]:
     """Header + data rows from a .csv (UTF-8, with or without BOM, or GB18030) or .xlsx file."""
-    if len(blob) > MAX_IMPORT_BYTES:
-        raise RecordInvalid([{"field": None, "code": "too_large", "message": "file too large (max 200 MB)"}])
+    check_size(blob)
     lower = filename.lower()
     if lower.endswith(".xlsx") or blob[:2] == b"PK":
         from openpyxl import load_workbook
         try:
             wb = load_workbook(io.BytesIO(blob), read_only=True, data_only=True)
         except Exception:  # noqa: BLE001 - any unreadable workbook
-            raise RecordInvalid([{"field": None, "code": "bad_file", "message": "not a readable .xlsx workbook"}]) from None
+            raise RecordInvalid([{"field": None, "code": "bad_file",
+                                  "message": "无法读取该 .xlsx 工作簿 / not a readable .xlsx workbook"}]) from None
         rows = wb.worksheets[0].iter_rows(values_only=True)
         header = [str(c) if c is not None else "" for c in next(rows, [])]
         return header, (list(r) for r in rows)
+    # UTF-8 first (strict: any invalid byte fails fast in C), then GB18030 -- which decodes any byte string
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = blob.decode(encoding)
@@ -75,37 +77,80 @@ def read_rows(filename: str, blob: bytes) -> tuple[list[str], Iterator[list[Any]
         except UnicodeDecodeError:
             continue
     else:
-        raise RecordInvalid([{"field": None, "code": "bad_file", "message": "the CSV is neither UTF-8 nor GB18030 text"}])
+        raise RecordInvalid([{"field": None, "code": "bad_file",
+                              "message": "CSV 文件既不是 UTF-8 也不是 GB18030 编码 / the CSV is neither UTF-8 nor GB18030 text"}])
+    if "\x00" in text[:4096]:
+        raise RecordInvalid([{"field": None, "code": "bad_file",
+                              "message": "这不是 CSV 文本文件 / this is not a CSV text file"}])
     reader = csv.reader(io.StringIO(text))
-    header = next(reader, [])
-    return header, reader
+    try:
+        header = next(reader, [])
+    except csv.Error as exc:
+        raise RecordInvalid([{"field": None, "code": "bad_file", "message": f"CSV 格式错误 / malformed CSV: {exc}"}]) from None
+    return header, _csv_rows(reader)
+
+
+def _csv_rows(reader) -> Iterator[list[Any]]:
+    """Rows of ``reader``; a malformed line becomes a clear error, not a traceback."""
+    try:
+        yield from reader
+    except csv.Error as exc:
+        raise RecordInvalid([{"field": None, "code": "bad_file",
+                              "message": f"CSV 第 {reader.line_num} 行格式错误 / malformed CSV at line {reader.line_num}: {exc}"}]) from None
+
+
+def count_rows(filename: str, blob: bytes) -> int | None:
+    """A cheap estimate of the data rows (for progress): newlines in a CSV; None for a workbook."""
+    if filename.lower().endswith(".xlsx") or blob[:2] == b"PK":
+        return None
+    n = blob.count(b"\n")
+    return max(n - 1 + (0 if blob.endswith(b"\n") else 1), 0)
+
+
+def import_form(uow: UnitOfWork, form_name: str) -> FormDef:
+    """The form, if the user may import into it (``import`` or ``create`` permission); else Forbidden."""
+    form = uow.service("records").form(uow.app, form_name)
+    if not grant(form, uow.user, "import").allowed and not grant(form, uow.user, "create").allowed:
+        raise Forbidden(f"you may not import {form.name} records")
+    return form
+
+
+def check_size(blob: bytes) -> None:
+    if len(blob) > MAX_IMPORT_BYTES:
+        raise RecordInvalid([{"field": None, "code": "too_large", "message": "文件太大（最大 200 MB） / file too large (max 200 MB)"}])
 
 
 def import_records(uow: UnitOfWork, form_name: str, filename: str, blob: bytes, *, mode: str = "all",
                    dry_run: bool = False, progress: Callable[[int], None] | None = None) -> BulkReport:
+    """Validate and insert the rows of a file; see the module docstring.
+
+    Row numbers count data rows (the first row after the header is row 1,
+    blank rows included, so they match the spreadsheet minus its header);
+    header problems are row 1 of the ``unknown_column`` kind.
+    """
     records = uow.service("records")
-    form = records.form(uow.app, form_name)
-    if not grant(form, uow.user, "import").allowed and not grant(form, uow.user, "create").allowed:
-        raise Forbidden(f"you may not import {form.name} records")
+    form = import_form(uow, form_name)
     header, rows = read_rows(filename, blob)
-    names, problems = _column_map(form, header)
+    names, problems = _column_map(form, header, uow.lang)
     if problems and mode == "all" and not dry_run:
         _raise(problems)
-
-    def dicts() -> Iterable[dict]:
-        for raw in rows:
-            if not any(c not in (None, "") for c in raw):
-                continue
-            yield {n: (None if v == "" else v) for n, v in zip(names, raw) if n is not None}
-
     table = records.table(uow.app, form.name)
-    report = bulk_insert(uow, form, table, dicts(), mode="skip" if dry_run else mode, progress=progress, dry_run=dry_run)
+    writer = BulkWriter(uow, form, table)
+    convert = writer.row_converter(names)
+
+    def numbered() -> Iterator[tuple[int, Any, list]]:
+        for i, raw in enumerate(rows, start=1):
+            if not raw or (raw[0] in ("", None) and not any(c not in (None, "") for c in raw)):
+                continue                        # blank line
+            yield i, convert, raw
+
+    report = run(writer, numbered(), mode="skip" if dry_run else mode, progress=progress, dry_run=dry_run)
     report.errors = problems + report.errors
     return report
 
 
 def _raise(problems: list[dict]):
-    raise RecordInvalid([{"field": p["field"], "code": p["code"], "message": f"row {p['row']}: {p['message']}"} for p in problems])
+    raise RecordInvalid([{**p, "message": p["message"]} for p in problems])
 
 
 def export_rows(uow: UnitOfWork, form_name: str, filters: dict, q: str | None, order: str | None,

@@ -49,7 +49,7 @@ def test_dry_run_reports_row_and_field_and_writes_nothing(api):
 def test_all_or_nothing_and_skip_modes(api):
     h, _ = setup(api)
     r = upload(api, h, "bad.csv", CSV_BAD.encode())
-    assert r.status_code == 422 and any("row 2" in e["message"] for e in r.json()["errors"])
+    assert r.status_code == 422 and any(e.get("row") == 2 and "第 2 行" in e["message"] for e in r.json()["errors"])
     assert total(api, h) == 0
     r = upload(api, h, "bad.csv", CSV_BAD.encode(), mode="skip").json()
     assert r["inserted"] == 1 and r["error_count"] >= 2

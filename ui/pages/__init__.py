@@ -9,6 +9,7 @@ admins and analysts.
 * ``home``       ``/`` and an app's home page per role
 * ``records``    list / detail / create / edit pages for every form
 * ``comments``   comments and the @ picker on a record's detail page
+* ``transfer``   the import page (progress of the background job, then the per-row result)
 * ``tasks``      the task inbox (approve / reject / transfer in place)
 * ``dashboards`` dashboards and reports (ECharts, drill-down)
 * ``admin``      apps (upload, plan, install, export, roll back), users, outbox, timers, audit
@@ -19,7 +20,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from . import admin, auth, comments, dashboards, home, records, shell, studio, tasks
+from . import admin, auth, comments, dashboards, home, records, shell, studio, tasks, transfer
 from .common import ASSETS
 
 router = APIRouter(include_in_schema=False)
@@ -36,5 +37,5 @@ def asset(name: str):
     return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=300"})
 
 
-for _module in (auth, shell, home, tasks, dashboards, admin, studio, comments, records):
+for _module in (auth, shell, home, tasks, dashboards, admin, studio, comments, transfer, records):
     router.include_router(_module.router)
