@@ -86,7 +86,7 @@ class _Meter:
         self.in_rules = 0.0
         event.listen(rt.db.engine, "before_cursor_execute", self._count)
         engine = rt.services["rules"]
-        for name in ("on_created", "on_updated"):
+        for name in ("on_saving", "on_created", "on_updated"):
             setattr(engine, name, self._timed(getattr(engine, name)))
         # re-subscribe the timed handlers (the bus holds the bound methods)
         for kind, handlers in rt.bus._handlers.items():

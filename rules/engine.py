@@ -13,6 +13,11 @@ inside the transaction that caused the event:
 3. the firing is recorded in ``loom_rule_log`` (inputs the condition read,
    what each action did) and as a ``rule`` line on the record's timeline.
 
+Pre-save phase: a ``created`` rule's condition and leading actions that only
+fill in the new record's fields run on ``record.saving``, before the INSERT,
+so the record is inserted once with their values (:mod:`rules.phases` says
+which, inferred at compile time); the rest runs on ``record.created``.
+
 Loops: record changes made by rules publish events one level deeper
 (``UnitOfWork.depth``); at ``engine.uow.MAX_DEPTH`` the record service stops
 with a clear error, and ``run_rule`` respects the same limit.
