@@ -349,9 +349,11 @@ class Records:
             rec["state"] = data["state"]
         self._apply_defaults(uow, form, rec, values)
         self._compute_formulas(uow, form, rec)
+        by = self._before_insert(uow, form, rec, values, g) if not errors else {}
         errors += self._check_record(uow, form, rec, None, table)
         if errors:
-            raise RecordInvalid(errors)
+            raise RecordInvalid([dict(e, message=f"{by[e['field']]}: {e['message']}") if e.get("field") in by else e
+                                 for e in errors])
         self._number(uow, form, rec)
         row = self._row_values(form, rec, form.fields.keys())
         row.update(created_at=to_db(uow.now), updated_at=to_db(uow.now), created_by=rec["created_by"],
@@ -446,6 +448,27 @@ class Records:
         if names is None:
             names = self._file_fields[key] = file_field_names(form)
         return [n for n in names if n in values] if names else []
+
+    def _before_insert(self, uow: UnitOfWork, form: FormDef, rec: dict, values: Mapping[str, Any], g: Grant) -> dict:
+        """``record.saving``: the rules' pre-save phase fills in fields of the record about to be
+        inserted (score, owner...), so it is inserted once instead of inserted and then updated.
+        Handlers put ``event.data['set']`` (field -> JSON value, parsed like trusted input),
+        ``['system']`` (owner/state) and ``['by']`` (field -> who set it, to name it in errors).
+        Returns ``by``.  The record is checked afterwards with everything else."""
+        if uow.depth >= MAX_DEPTH:
+            return {}                     # _publish reports the loop after the insert is refused
+        event = Event("record.saving", uow.app.name, form.name, rec, changed=frozenset(values))
+        self.rt.bus.publish(event, uow.deeper())
+        if not event.data:
+            return {}
+        by = event.data.get("by") or {}
+        parsed, errors, _ = self._parse_input(uow, form, event.data.get("set") or {}, g, True, creating=True)
+        if errors:
+            raise RecordInvalid([dict(e, message=f"{by.get(e.get('field'), 'rule')}: {e['message']}") for e in errors])
+        rec.update(parsed)
+        rec.update(event.data.get("system") or {})
+        self._compute_formulas(uow, form, rec)
+        return by
 
     def _publish(self, uow: UnitOfWork, event: Event) -> None:
         if uow.depth >= MAX_DEPTH:

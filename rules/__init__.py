@@ -42,6 +42,7 @@ def setup(runtime: Any) -> None:
     from .webhooks import TIMER_KIND, deliver
     engine = RuleEngine(runtime)
     runtime.services["rules"] = engine
+    runtime.bus.subscribe("record.saving", engine.on_saving, order=50)
     runtime.bus.subscribe("record.created", engine.on_created, order=50)
     runtime.bus.subscribe("record.updated", engine.on_updated, order=50)
     runtime.bus.subscribe("record.deleted", engine.on_deleted, order=50)

@@ -390,7 +390,7 @@ def choose(rc: RunContext, p: AssignParams, users: list[User]) -> tuple[str | No
 
 
 def assign(rc: RunContext, p: AssignParams) -> dict | None:
-    if rc.record_id is None:
+    if rc.record_id is None and not rc.presave:
         raise ActionError("there is no record to assign")
     tried = []
     params: AssignParams | None = p

@@ -140,6 +140,7 @@ def compile_rules(ctx: CompileContext) -> None:
             rules[name] = RuleDef(name=name, label=text(raw.get("label") or name), trigger=trig, when=when,
                                   priority=int(raw.get("priority", 100)), enabled=raw.get("enabled", True) is not False,
                                   actions=actions, file=src.path, line=line, order=order, needs=frozenset(needs))
+    _infer_phases(ctx, rules, tables, forms)
     by_event: dict[tuple, list] = {}
     for rule in rules.values():
         if not rule.enabled:
@@ -149,6 +150,24 @@ def compile_rules(ctx: CompileContext) -> None:
     ctx.out["rules"] = rules
     ctx.out["decision_tables"] = tables
     ctx.out["rules_index"] = RuleSet(rules, tables, index)
+
+
+def _infer_phases(ctx: CompileContext, rules: dict, tables: dict, forms: dict) -> None:
+    """Set ``RuleDef.presave`` on ``created`` rules (see :mod:`rules.phases`); analysts write nothing."""
+    from dataclasses import replace
+    from .phases import blocked_forms, presave_count, unsafe_fields
+    flows = ctx.out.get("flows") or {}
+    blocked = blocked_forms(flows)
+    unsafe: dict[str, set] = {}
+    for name, rule in list(rules.items()):
+        form = rule.trigger.form
+        if rule.trigger.kind != "created" or form is None or form in blocked:
+            continue
+        if form not in unsafe:
+            unsafe[form] = unsafe_fields(form, forms.get(form) or {}, flows)
+        n = presave_count(rule, unsafe[form], tables)
+        if n is not None:
+            rules[name] = replace(rule, presave=n)
 
 
 register_step("rules", 30, compile_rules)

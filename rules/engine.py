@@ -13,6 +13,11 @@ inside the transaction that caused the event:
 3. the firing is recorded in ``loom_rule_log`` (inputs the condition read,
    what each action did) and as a ``rule`` line on the record's timeline.
 
+Pre-save phase: a ``created`` rule's condition and leading actions that only
+fill in the new record's fields run on ``record.saving``, before the INSERT,
+so the record is inserted once with their values (:mod:`rules.phases` says
+which, inferred at compile time); the rest runs on ``record.created``.
+
 Loops: record changes made by rules publish events one level deeper
 (``UnitOfWork.depth``); at ``engine.uow.MAX_DEPTH`` the record service stops
 with a clear error, and ``run_rule`` respects the same limit.
@@ -22,6 +27,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 import logging
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Mapping
 
@@ -37,6 +43,32 @@ from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, sch
 
 log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
+# actions that write no timeline line of their own: rule lines before them can wait to be batched
+_QUIET = ("set", "decide", "assign", "add_tag", "remove_tag", "notify")
+
+
+@dataclass(eq=False)
+class _Presaved:
+    """What the pre-save phase did on a record about to be inserted, for ``on_created`` to finish."""
+
+    record: dict                     # the record dict the record service publishes with record.created
+    done_rules: list                 # (rule, run context, outcome, inputs) to log once the id exists
+    resume: tuple | None             # (rule, run context, inputs): a rule whose later actions need the id
+    start: int                       # index of the first created rule that did not run yet
+    before: dict                     # fields the phase changed -> their values before it
+    carry: RunContext                # staged-values carrier (caches of users and links)
+
+
+def _presaved(uow: Any, create: bool) -> dict:
+    """Pre-save results waiting for their ``record.created``, per transaction (keyed by the record dict)."""
+    tx = uow.conn.get_transaction()
+    got = uow.conn.info.get("loom_rules_presaved")
+    if got is None or got[0] is not tx:
+        if not create:
+            return {}
+        got = (tx, {})
+        uow.conn.info["loom_rules_presaved"] = got
+    return got[1]
 
 
 class RuleEngine:
@@ -54,15 +86,91 @@ class RuleEngine:
         return self.ruleset(app).rules.get(name)
 
     # -- event handlers --------------------------------------------------
+    def on_saving(self, event: Event, uow: Any) -> None:
+        """``record.saving`` (before the INSERT): the pre-save phase of the form's ``created`` rules.
+
+        Rules run in their usual order while they can run on a record without an id
+        (``RuleDef.presave``, inferred at compile time -- :mod:`rules.phases`).  The values they stage
+        go into the INSERT (``event.data``); their log lines, and the rest of the rules -- from the
+        first action that needs the stored record on -- follow in :meth:`on_created`.
+        """
+        rules = self.ruleset(uow.app).for_event("record.created", event.form)
+        if not rules or rules[0].presave is None:
+            return
+        original = dict(event.record)
+        current = dict(original)
+        carry: RunContext | None = None
+        done_rules: list[tuple] = []       # (rule, rc, outcome, inputs): logged once the record has its id
+        by: dict[str, str] = {}
+        resume = None
+        start = len(rules)
+        for i, rule in enumerate(rules):
+            if rule.presave is None:
+                start = i
+                break
+            rc = RunContext(uow, event.form, current, trigger="created", source=rule.name,
+                            occurrence=f"{rule.name}:created", changed=event.changed)
+            rc.presave = True
+            _share(rc, carry)
+            carry = rc
+            ok, inputs = _condition(rule, rc)
+            if ok is None:
+                done_rules.append((rule, rc, "error", inputs))
+                continue
+            if not ok:
+                continue
+            staged = {**rc.pending, **rc.pending_system}
+            _execute(rule, rc, rule.actions[:rule.presave])
+            for k, v in {**rc.pending, **rc.pending_system}.items():
+                if k not in staged or staged[k] != v:
+                    by[k] = f"rule '{rule.name}'"
+            current = rc.record
+            if rule.presave < len(rule.actions):
+                resume = (rule, rc, inputs)
+                start = i + 1
+                break
+            done_rules.append((rule, rc, "fired", inputs))
+        if carry is None:
+            return
+        if carry.pending or carry.pending_system:
+            event.data["set"] = {k: jsonable(v) for k, v in carry.pending.items()}
+            event.data["system"] = dict(carry.pending_system)
+            event.data["by"] = by
+        changed = {k for k in {**carry.pending, **carry.pending_system} if current.get(k) != original.get(k)}
+        _presaved(uow, True)[id(event.record)] = _Presaved(event.record, done_rules, resume, start,
+                                                          {k: original.get(k) for k in changed}, carry)
+        carry.pending, carry.pending_system = {}, {}
+
     def on_created(self, event: Event, uow: Any) -> None:
         rs = self.ruleset(uow.app)
         if not rs.by_event:
             return
+        pre = _presaved(uow, False).pop(id(event.record), None)
+        if pre is not None and pre.record is not event.record:
+            pre = None
         dated = [r for r in rs.for_event("date", event.form) if event.record.get(r.trigger.date_field) is not None]
         if dated:
             schedule_date_rules(uow, dated, event.record)
-        self._run_all(uow, rs.for_event("record.created", event.form), event.form, event.record, "created",
-                      occurrence="created", changed=event.changed)
+        rules = rs.for_event("record.created", event.form)
+        if pre is None:
+            self._run_all(uow, rules, event.form, event.record, "created", occurrence="created", changed=event.changed)
+            return
+        self._run_all(uow, rules[pre.start:], event.form, event.record, "created", occurrence="created",
+                      changed=event.changed, presaved=pre)
+        if pre.before:
+            self._presave_updated(uow, rs, event, pre)
+
+    def _presave_updated(self, uow: Any, rs: RuleSet, event: Event, pre: "_Presaved") -> None:
+        """Rules on ``updated``/``changed`` see the fields the pre-save phase filled in as changed, as
+        they did when those values came with an UPDATE after the INSERT (old: the values before)."""
+        changed = frozenset(pre.before)
+        rules = [r for r in rs.for_event("record.updated", event.form)
+                 if r.trigger.kind == "updated" or set(r.trigger.fields) & changed]
+        if rules:
+            old = dict(event.record, **pre.before)
+            digest = hashlib.sha1(repr(sorted((k, str(event.record.get(k))) for k in changed)).encode()).hexdigest()[:12]
+            self._run_all(uow, rules, event.form, event.record, "updated", old=old,
+                          occurrence=f"updated:{uow.now.isoformat()}:{digest}", changed=changed)
 
     def on_updated(self, event: Event, uow: Any) -> None:
         rs = self.ruleset(uow.app)
@@ -111,21 +219,50 @@ class RuleEngine:
 
     def _run_all(self, uow: Any, rules: Any, form: str, record: Mapping, trigger: str, *, occurrence: str,
                  old: Mapping | None = None, event: Mapping | None = None, changed: Any = None,
-                 history: bool = True) -> None:
+                 history: bool = True, presaved: "_Presaved | None" = None) -> None:
         """Fire ``rules`` in order on one event.  Changes they stage on the record are carried from
-        rule to rule (each sees the others' values) and written with one update at the end."""
+        rule to rule (each sees the others' values) and written with one update at the end; the rule
+        log rows and timeline lines are written with one statement each.  ``presaved``: what the
+        pre-save phase did on this new record -- logged here, and its interrupted rule finished first."""
         current = dict(record)
         carry: RunContext | None = None
         logs: list[dict] = []
+        lines: list[dict] = []
+        if presaved is not None:
+            for rule, rc, outcome, inputs in presaved.done_rules:
+                rc.record = current
+                self._log(uow, rule, rc, trigger, outcome, inputs, rc.done, history=outcome == "fired",
+                          logs=logs, lines=lines)
+            carry = presaved.carry
+            carry.record = current
+            if presaved.resume is not None:
+                rule, prc, inputs = presaved.resume
+                rc = RunContext(uow, form, current, trigger=trigger, source=rule.name,
+                                occurrence=f"{rule.name}:{occurrence}", event=prc.event, changed=changed)
+                rc.done, rc._users, rc._links = prc.done, prc._users, prc._links
+                self._write_lines(uow, lines, rule)
+                done = _execute(rule, rc, rule.actions[rule.presave:])
+                self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history, logs=logs, lines=lines)
+                current, carry = rc.record, rc
         for rule in rules:
+            self._write_lines(uow, lines, rule)
             outcome, current, rc = self._fire(uow, rule, form, current, trigger=trigger, occurrence=occurrence, old=old,
                                               event=event, changed=changed, history=history, carry=carry, flush=False,
-                                              logs=logs)
+                                              logs=logs, lines=lines)
             carry = rc if rc is not None else carry
         if logs:
             uow.conn.execute(P.rule_log.insert(), logs)
+        self._write_lines(uow, lines)
         if carry is not None:
             carry.flush()
+
+    @staticmethod
+    def _write_lines(uow: Any, lines: list, before: RuleDef | None = None) -> None:
+        """Write the timeline lines collected so far -- all of them, or only if ``before``'s actions
+        may write lines of their own (tasks, flows...), so the timeline keeps the order things happened."""
+        if lines and (before is None or any(a.kind not in _QUIET for a in before.actions)):
+            uow.conn.execute(P.history.insert(), list(lines))
+            lines.clear()
 
     # -- firing ----------------------------------------------------------
     def fire(self, uow: Any, rule: RuleDef, form: str | None, record: Mapping | None, *, trigger: str,
@@ -139,36 +276,24 @@ class RuleEngine:
     def _fire(self, uow: Any, rule: RuleDef, form: str | None, record: dict, *, trigger: str, occurrence: str,
               old: Mapping | None = None, payload: Any = None, event: Mapping | None = None, changed: Any = None,
               history: bool = True, carry: RunContext | None = None, flush: bool = True,
-              logs: list | None = None) -> tuple[str, dict, Any]:
+              logs: list | None = None, lines: list | None = None) -> tuple[str, dict, Any]:
         rc = RunContext(uow, form, record, trigger=trigger, source=rule.name, occurrence=f"{rule.name}:{occurrence}",
                         old=old, payload=payload, event=event, changed=changed)
-        if carry is not None:        # values staged by earlier rules on this event, not written yet
-            rc.pending, rc.pending_system = carry.pending, carry.pending_system
-            rc._users, rc._links = carry._users, carry._links
-        inputs: dict = {}
-        if rule.when is not None:
-            env = rc.env()
-            try:
-                ok = rule.when.evaluate(env, rc.eval_ctx())
-            except ExpressionError as exc:
-                self._log(uow, rule, rc, trigger, "error", {"error": f"condition: {exc.message}"}, [], history=False,
-                          logs=logs)
-                log.warning("rule %s: condition failed on %s %s: %s", rule.name, form, rc.record_id, exc.message)
-                return "error", rc.record, rc
-            if not ok:
-                return "skipped", rc.record, rc
-            inputs = _inputs(rule, env, rc.formdef)
-        try:
-            done = execute(rc, rule.actions, flush=flush)
-        except ActionError as exc:
-            msg = exc.message if f"rule '{rule.name}'" in exc.message else f"rule '{rule.name}': {exc.message}"
-            raise ActionError(msg) from exc
-        self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history, logs=logs)
+        _share(rc, carry)
+        ok, inputs = _condition(rule, rc)
+        if ok is None:
+            self._log(uow, rule, rc, trigger, "error", inputs, [], history=False, logs=logs)
+            return "error", rc.record, rc
+        if not ok:
+            return "skipped", rc.record, rc
+        done = _execute(rule, rc, rule.actions, flush=flush)
+        self._log(uow, rule, rc, trigger, "fired", inputs, done, history=history, logs=logs, lines=lines)
         return "fired", rc.record, rc
 
     def _log(self, uow: Any, rule: RuleDef, rc: RunContext, trigger: str, outcome: str, inputs: dict,
-             done: list, history: bool = True, logs: list | None = None) -> None:
-        """One row in loom_rule_log (batched into ``logs`` when given) and a ``rule`` line on the timeline."""
+             done: list, history: bool = True, logs: list | None = None, lines: list | None = None) -> None:
+        """One row in loom_rule_log and a ``rule`` line on the timeline (batched into ``logs`` and
+        ``lines`` when given)."""
         done_json = jsonable_deep(done)
         row = dict(app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
                    trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json)
@@ -177,9 +302,13 @@ class RuleEngine:
         else:
             uow.conn.execute(P.rule_log.insert(), [row])
         if history and rc.form and rc.record_id is not None and outcome == "fired":
-            rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule",
-                                   {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
-                                    **({"by": uow.user.username} if not uow.user.is_system else {})})
+            changes = {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
+                       **({"by": uow.user.username} if not uow.user.is_system else {})}
+            if lines is not None:
+                lines.append(dict(app=uow.app.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
+                                  actor=rc.sys.user.username, kind="rule", changes=changes, comment=None))
+            else:
+                rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule", changes)
 
     # -- timers ----------------------------------------------------------
     def on_date_timer(self, uow: Any, timer: dict) -> None:
@@ -240,6 +369,34 @@ class RuleEngine:
         if record_id is not None:
             q = q.where(t.c.record_id == record_id)
         return [dict(r) for r in uow.conn.execute(q.order_by(t.c.id.desc()).limit(limit)).mappings()]
+
+
+def _share(rc: RunContext, carry: RunContext | None) -> None:
+    """Values staged by earlier rules on this event (not written yet) and their caches."""
+    if carry is not None:
+        rc.pending, rc.pending_system = carry.pending, carry.pending_system
+        rc._users, rc._links = carry._users, carry._links
+
+
+def _condition(rule: RuleDef, rc: RunContext) -> tuple[bool | None, dict]:
+    """(True, inputs the condition read) / (False, {}) / (None, {'error': ...}) when it failed."""
+    if rule.when is None:
+        return True, {}
+    env = rc.env()
+    try:
+        ok = rule.when.evaluate(env, rc.eval_ctx())
+    except ExpressionError as exc:
+        log.warning("rule %s: condition failed on %s %s: %s", rule.name, rc.form, rc.record_id, exc.message)
+        return None, {"error": f"condition: {exc.message}"}
+    return (True, _inputs(rule, env, rc.formdef)) if ok else (False, {})
+
+
+def _execute(rule: RuleDef, rc: RunContext, actions: Any, flush: bool = False) -> list:
+    try:
+        return execute(rc, actions, flush=flush)
+    except ActionError as exc:
+        msg = exc.message if f"rule '{rule.name}'" in exc.message else f"rule '{rule.name}': {exc.message}"
+        raise ActionError(msg) from exc
 
 
 def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:

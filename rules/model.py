@@ -63,6 +63,8 @@ class RuleDef:
     line: int
     order: int                       # position across all rule files, the tie-break after priority
     needs: frozenset = frozenset()   # root names the rule's expressions use (owner_user, links...)
+    presave: int | None = None       # created rules: None = runs after the INSERT; n = the condition and the
+                                     # first n actions run on the record before it is inserted (rules.phases)
 
     @property
     def form(self) -> str | None:

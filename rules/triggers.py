@@ -251,8 +251,10 @@ def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], resched
         from sqlalchemy.dialects.postgresql import insert
     else:
         from sqlalchemy.dialects.sqlite import insert
-    stmt = insert(P.timers).values(rows).on_conflict_do_nothing(index_elements=["key"]).returning(P.timers.c.key)
-    added = {r[0] for r in uow.conn.execute(stmt)}
+    # executemany (SQLAlchemy sends it as one multi-row INSERT): the statement compiles once and is
+    # cached; .values(rows) would rebuild and re-key a new statement around every row's values each time
+    stmt = insert(P.timers).on_conflict_do_nothing(index_elements=["key"]).returning(P.timers.c.key)
+    added = {r[0] for r in uow.conn.execute(stmt, rows)}
     for row in rows:
         if row["key"] not in added:   # a cancelled timer with this key: the date was set back to an old value
             schedule_or_revive(uow.conn, app=app, kind=DATE_TIMER, key=row["key"], due_at=from_db(row["due_at"]),

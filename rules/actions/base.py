@@ -380,6 +380,9 @@ class RunContext:
         self.changed: frozenset = frozenset(changed or ())
         self._users: dict[str, Any] = parent._users if parent is not None else {}
         self._links: dict[tuple, Any] = parent._links if parent is not None else {}
+        # pre-save phase (rules.phases): the record is not inserted yet -- no id; staged values are
+        # handed to the record service for the INSERT instead of being written with an UPDATE
+        self.presave = False
 
     # -- services --------------------------------------------------------
     @property

@@ -52,7 +52,7 @@ class SetAction(Action):
         return compile_assignments(c, spec, c.form)
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
-        if rc.record_id is None:
+        if rc.record_id is None and not rc.presave:
             raise ActionError("there is no record to set values on")
         env = rc.env()
         values = {name: rc.evaluate(e, env) for name, e in params}

@@ -202,3 +202,33 @@ def test_set_on_a_deleted_record_is_ignored_other_actions_run(rt, package_dir):
     s.delete("lead", lead["id"])
     assert len(s.rows(rt.services["records"].table(rt.app("shop"), "complaint"))) == 1
     assert rule_log(rt)[0]["outcome"] == "fired"
+
+
+def test_created_rules_that_fill_in_fields_run_before_the_insert(rt, package_dir):
+    """Pre-save phase: the record is inserted with the rules' values (no UPDATE, no 'update' line);
+    changed-rules still see those fields as changed; a rule reading the id waits for the INSERT."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: hot
+        on: {created: lead}
+        when: "source == 'referral'"
+        actions: [{set: {level: "'H'"}}, {add_tag: hot}]
+      - name: needs_id
+        on: {created: lead}
+        when: "id != None"
+        actions: [{set: {note: "'stored'"}}]
+      - name: level_watch
+        on: {changed: lead, fields: [level]}
+        when: "old.level == None and level == 'H'"
+        actions: [{set: {counter: "coalesce(counter, 0) + 1"}}]
+    """)
+    rules = rt.app("shop").section("rules")
+    assert (rules["hot"].presave, rules["needs_id"].presave, rules["level_watch"].presave) == (2, None, None)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "x", "source": "referral"})
+    assert lead["level"] == "H" and lead["tags"] == ["hot"] and lead["note"] == "stored" and lead["counter"] == 1
+    lines = history(rt, "lead", lead["id"])
+    assert lines[0]["kind"] == "create" and [h["changes"]["rule"] for h in lines if h["kind"] == "rule"] == [
+        "hot", "needs_id", "level_watch"]
+    assert [(r["rule"], r["record_id"]) for r in rule_log(rt)] == [
+        ("hot", lead["id"]), ("needs_id", lead["id"]), ("level_watch", lead["id"])]
