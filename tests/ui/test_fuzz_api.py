@@ -17,6 +17,7 @@ N examples and fresh randomness.  schemathesis 4.x installs beside FastAPI
 """
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -29,19 +30,28 @@ from engine.auth import upsert_user
 from engine.clock import Clock
 from engine.installer import install
 from engine.package import read_package
-from tests.conftest import CRM, T0
+from tests.conftest import CRM, T0, pg_database
 
 pytestmark = pytest.mark.fuzz
 
 _LOCAL = os.environ.get("LOOM_FUZZ_EXAMPLES")
-PER_OPERATION = int(_LOCAL) if _LOCAL else 3
+PER_OPERATION = int(_LOCAL) if _LOCAL else 4
 # Operations a fuzzer must not call with our tokens: revoke signs the fuzzer out.
 SKIP = {("POST", "/api/auth/revoke")}
 
 
-@pytest.fixture(scope="module")
-def crm_app(tmp_path_factory):
-    """The CRM installed on a fresh SQLite database, two users, a dealer and a customer."""
+@pytest.fixture(scope="module", params=["sqlite", "postgresql"])
+def crm_app(request, tmp_path_factory):
+    """The CRM installed on a fresh database, two users, a dealer and a customer."""
+    with contextlib.ExitStack() as stack:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path_factory.mktemp('fuzzapi') / 'loom.db'}"
+        else:
+            url = stack.enter_context(pg_database("loom_fz"))
+        yield from _crm_app(url)
+
+
+def _crm_app(url):
     from fastapi.testclient import TestClient
 
     from ui.app import create_app
@@ -49,7 +59,7 @@ def crm_app(tmp_path_factory):
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("LOOM_SECRET_KEY", "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=")
-        rt = build_runtime(f"sqlite:///{tmp_path_factory.mktemp('fuzzapi') / 'loom.db'}", Clock(fixed=T0))
+        rt = build_runtime(url, Clock(fixed=T0))
         install(rt, read_package(CRM))
         with rt.db.write() as conn:
             upsert_user(conn, T0, "fz.admin", ["admin"], {}, password="s3cret-pass")
