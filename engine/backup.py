@@ -179,6 +179,8 @@ def _version() -> str:
 def backup(url: str, out: str | os.PathLike, files: Path | None = None) -> Summary:
     """Write the database at ``url`` (and ``files``) to the zip ``out``; one consistent snapshot."""
     db = Database(url)
+    if db.is_sqlite and ":memory:" not in db.url and not Path(db.url.split("///", 1)[-1]).is_file():
+        raise BackupError(f"no database file at {db.url.split('///', 1)[-1]}; check --db")
     summary = Summary()
     out = Path(out)
     tmp = out.with_name(out.name + ".partial")
@@ -401,7 +403,8 @@ def _advance_sequences(conn, md: MetaData) -> None:
         pk = list(table.primary_key.columns)
         if len(pk) != 1 or not pk[0].autoincrement or not isinstance(pk[0].type, (Integer, BigInteger)):
             continue
-        seq = conn.execute(text("SELECT pg_get_serial_sequence(:t, :c)"), {"t": f'"{table.name}"', "c": pk[0].name}).scalar()
+        seq = conn.execute(select(func.pg_get_serial_sequence(conn.dialect.identifier_preparer.format_table(table),
+                                                              pk[0].name))).scalar()
         if seq:
-            conn.execute(text(f'SELECT setval(:s, COALESCE((SELECT MAX("{pk[0].name}") FROM "{table.name}"), 1), '
-                              f'(SELECT MAX("{pk[0].name}") FROM "{table.name}") IS NOT NULL)'), {"s": seq})
+            top = conn.execute(select(func.max(pk[0]))).scalar()
+            conn.execute(select(func.setval(seq, top or 1, top is not None)))

@@ -51,6 +51,8 @@ def _fill(rt, tmp_path) -> tuple[ApiClient, dict]:
     with rt.db.write() as conn:
         conn.execute(insert(P.timers).values(app="mini", kind="reminder", key="t-1", due_at=T0, payload={"a": [1, "x"]},
                                              status="pending", attempts=0))
+        conn.execute(insert(P.audit), [{"at": T0, "actor": "bulk", "action": "test.bulk", "details": {"n": k}}
+                                       for k in range(2500)])   # several batches of 1000 each way
     return api, admin
 
 
@@ -174,6 +176,9 @@ def test_cli_backup_and_restore(db_url, target_url, make_runtime, tmp_path, monk
     assert again.exit_code == 1 and "not empty" in again.output and "Traceback" not in again.output
     missing = runner.invoke(main, ["restore", "--db", target_url, str(tmp_path / "nope.zip")])
     assert missing.exit_code == 1 and "no such file" in missing.output
+    typo = runner.invoke(main, ["backup", "--db", f"sqlite:///{tmp_path / 'typo.db'}", "-o", str(tmp_path / "t.zip")])
+    assert typo.exit_code == 1 and "no database file" in typo.output
+    assert not (tmp_path / "typo.db").exists() and not (tmp_path / "t.zip").exists()
 
 
 def test_sqlite_backup_restores_into_postgresql(make_runtime, tmp_path):
