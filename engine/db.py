@@ -24,6 +24,15 @@ def database_url(explicit: str | None = None) -> str:
     return explicit or os.environ.get("LOOM_DATABASE_URL") or DEFAULT_URL
 
 
+def redact_url(url: str) -> str:
+    """The URL with its password replaced by ``***``, for messages."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
+    return url
+
+
 def normalise_url(url: str) -> str:
     if url.startswith("postgres://"):
         url = "postgresql://" + url[len("postgres://"):]

@@ -179,6 +179,8 @@ def _parse_all(ctx: CompileContext) -> None:
     targets = [("app.yaml", "app")] + [
         (p, kind) for folder, kind in FOLDER_KINDS.items() for p in pkg.yaml_files(folder)]
     for path, kind in targets:
+        if path not in pkg.files:
+            continue   # no app.yaml: compile_package reports it
         try:
             text_ = pkg.text(path)
         except UnicodeDecodeError:
@@ -207,15 +209,16 @@ def _compile_app_header(ctx: CompileContext) -> None:
     tz = data.get("timezone", "UTC")
     try:
         ZoneInfo(str(tz))
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):
         ctx.error("app.yaml", ("timezone",), f"unknown timezone '{tz}'; use an IANA name such as 'Asia/Shanghai' or 'UTC'")
-    roles = data.get("roles") or {}
-    for i, menu in enumerate(data.get("menus") or []):
+    # Wrong shapes were reported by the schema check; look only at the right ones.
+    roles = _dict(data.get("roles"))
+    for i, menu in enumerate(_list(data.get("menus"))):
         if isinstance(menu, dict):
-            for j, role in enumerate(menu.get("roles") or []):
-                if role not in roles:
+            for j, role in enumerate(_list(menu.get("roles"))):
+                if isinstance(role, str) and role not in roles:
                     ctx.error("app.yaml", ("menus", i, "roles", j), f"unknown role '{role}'{suggest(role, roles) or '; ' + one_of(roles)}")
-    for role in (data.get("home") or {}):
+    for role in _dict(data.get("home")):
         if role not in roles:
             ctx.error("app.yaml", ("home", role), f"unknown role '{role}'{suggest(role, roles)}", at_key=True)
 
@@ -233,6 +236,15 @@ def compile_package(package: SourcePackage) -> AppDef:
             step.run(ctx)
         except DefinitionError as exc:
             ctx.problems.items.extend(exc.problems)
+        except (AttributeError, TypeError, KeyError, IndexError, ValueError):
+            # Steps read data the schema check has already seen; when it (or an
+            # earlier step) reported a problem, a wrongly-shaped value may trip
+            # a step.  Those problems explain it: report them and stop, rather
+            # than pile guesses on a half-compiled app.  With no problem
+            # reported, the crash is an engine bug and must surface.
+            if not ctx.problems:
+                raise
+            break
     _check_cross_app_references(ctx)
     _one_problem_per_position(ctx)
     ctx.problems.raise_if_any()
@@ -258,18 +270,26 @@ def _check_cross_app_references(ctx: CompileContext) -> None:
     reports = ctx.out.get("reports", {})
     dashboards = ctx.out.get("dashboards", {})
     kinds = {"form": forms, "report": reports, "dashboard": dashboards}
-    for i, menu in enumerate(data.get("menus") or []):
+    for i, menu in enumerate(_list(data.get("menus"))):
         if not isinstance(menu, dict):
             continue
         for key, known in kinds.items():
-            if key in menu and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and menu[key] not in known:
+            if isinstance(menu.get(key), str) and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and menu[key] not in known:
                 ctx.error("app.yaml", ("menus", i, key), f"unknown {key} '{menu[key]}'{_choices(menu[key], known, key)}")
-    for role, items in (data.get("home") or {}).items():
-        for j, item in enumerate(items or []):
+    for role, items in _dict(data.get("home")).items():
+        for j, item in enumerate(_list(items)):
             if isinstance(item, dict):
                 for key, known in kinds.items():
-                    if key in item and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and item[key] not in known:
+                    if isinstance(item.get(key), str) and "forms" in ctx.out and (key == "form" or "reports" in ctx.out) and item[key] not in known:
                         ctx.error("app.yaml", ("home", role, j, key), f"unknown {key} '{item[key]}'{_choices(item[key], known, key)}")
+
+
+def _dict(value: Any) -> dict:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list:
+    return value if isinstance(value, list) else []
 
 
 def _choices(name: str, known, kind: str) -> str:

@@ -5,6 +5,11 @@ Their messages are written for end users: what is wrong and how to fix it.
 from __future__ import annotations
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (drivers append SQL and hints), or its type."""
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
 class LoomError(Exception):
     status = 400
 

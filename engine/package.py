@@ -10,6 +10,7 @@ from __future__ import annotations
 import io
 import os
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
@@ -19,6 +20,11 @@ MAX_TOTAL_BYTES = 100 * 1024 * 1024
 MAX_RATIO = 200  # uncompressed / compressed, per member
 
 DEFINITION_DIRS = ("forms", "flows", "rules", "reports")
+
+
+# What a damaged or exotic zip raises besides BadZipFile: bad deflate data,
+# truncation, unknown compression methods, encryption, odd header values.
+_CORRUPT = (zlib.error, EOFError, NotImplementedError, RuntimeError, ValueError, OSError, OverflowError)
 
 
 class PackageError(Exception):
@@ -94,7 +100,7 @@ def _read_dir(root: Path) -> SourcePackage:
 def _read_zip(blob: bytes, origin: str) -> SourcePackage:
     try:
         zf = zipfile.ZipFile(io.BytesIO(blob))
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, *_CORRUPT):
         raise PackageError(f"{origin}: not a valid .zip file") from None
     members = [m for m in zf.infolist() if not m.is_dir()]
     if len(members) > MAX_FILES:
@@ -121,8 +127,12 @@ def _read_zip(blob: bytes, origin: str) -> SourcePackage:
         total += m.file_size
         if total > MAX_TOTAL_BYTES:
             raise PackageError(f"{origin}: package too large when unpacked (> {MAX_TOTAL_BYTES // 2**20} MB)")
-        with zf.open(m) as fh:
-            data = fh.read(MAX_FILE_BYTES + 1)
+        try:
+            with zf.open(m) as fh:
+                data = fh.read(MAX_FILE_BYTES + 1)
+        except (zipfile.BadZipFile, *_CORRUPT) as exc:
+            raise PackageError(f"{origin}: '{m.filename}' cannot be read -- the .zip is damaged or uses an "
+                               f"unsupported feature ({exc}); zip the package again") from None
         if len(data) > MAX_FILE_BYTES:
             raise PackageError(f"{origin}: '{m.filename}' is too large")
         rel = name[len(prefix):] if prefix and name.startswith(prefix) else name

@@ -19,6 +19,12 @@ class Problem:
     col: int
     message: str
 
+    def __post_init__(self) -> None:
+        # One problem, one ``FILE:LINE:COL: message`` line: a value quoted in a
+        # message may carry newlines from the YAML; show them escaped.
+        if any(sep in self.message for sep in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"):
+            object.__setattr__(self, "message", "\\n".join(self.message.splitlines()))
+
     def __str__(self) -> str:
         return f"{self.file}:{self.line}:{self.col}: {self.message}"
 
@@ -53,12 +59,12 @@ class Problems:
 
 def suggest(name: str, choices: Iterable[str]) -> str:
     """``"; did you mean 'score'?"`` or ``""`` -- appended to unknown-name messages."""
-    close = difflib.get_close_matches(str(name), list(choices), n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), [str(c) for c in choices], n=1, cutoff=0.6)
     return f"; did you mean '{close[0]}'?" if close else ""
 
 
 def one_of(choices: Iterable[str], limit: int = 12) -> str:
     """``"expected one of: a, b, c"`` with a sensible length cap."""
-    items = sorted(choices)
+    items = sorted(map(str, choices))
     shown = ", ".join(items[:limit]) + (", ..." if len(items) > limit else "")
     return f"expected one of: {shown}"

@@ -56,22 +56,74 @@ class LoadedYaml:
 
 _Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
+# Hostile input limits.  libyaml composes nested collections recursively in C:
+# ~100k levels of "[" segfault the process and 20k take seconds, so nesting is
+# measured on the event stream (flat, cheap) before composing.  Aliases are
+# shared nodes that ``_node`` expands into plain data, so a "billion laughs"
+# file of a few lines would expand to 10^9 values: the expansion is bounded by
+# the file's own size.  Real definitions nest < 15 levels.
+MAX_DEPTH = 64
+_EXPANSION_FACTOR, _EXPANSION_SLACK = 10, 10_000
+
+
+class _Budget:
+    """How many more values ``_node`` may build (aliases count every time)."""
+
+    def __init__(self, events: int):
+        self.left = events * _EXPANSION_FACTOR + _EXPANSION_SLACK
+
+
+def _one_line(message: str) -> str:
+    return " ".join(str(message).split())
+
+
+def _position(text: str, index: int) -> tuple[int, int]:
+    before = text[:max(index, 0)]
+    return before.count("\n") + 1, index - (before.rfind("\n") + 1) + 1
+
+
+def _check_nesting(text: str) -> int:
+    """Raise if collections nest deeper than MAX_DEPTH; return the event count."""
+    loader = _Loader(text)
+    depth = events = 0
+    try:
+        while loader.check_event():
+            event = loader.get_event()
+            events += 1
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                depth += 1
+                if depth > MAX_DEPTH:
+                    mark = event.start_mark
+                    raise YamlSyntaxError(f"YAML error: lists/mappings nest more than {MAX_DEPTH} levels deep; "
+                                          "flatten the structure", mark.line + 1, mark.column + 1)
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                depth -= 1
+    finally:
+        loader.dispose()
+    return events
+
 
 def load_yaml(text: str) -> LoadedYaml:
     """Parse ``text``; raise :class:`YamlSyntaxError` with a position on failure."""
     try:
+        events = _check_nesting(text)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
-        problem = (exc.problem or exc.context or "invalid YAML").replace('"', "'")
+        problem = _one_line(exc.problem or exc.context or "invalid YAML").replace('"', "'")
         raise YamlSyntaxError(f"YAML syntax error: {problem}", line, col) from None
+    except yaml.reader.ReaderError as exc:   # a control character or bad encoding: one line, where it is
+        line, col = _position(text, exc.position)
+        what = f"character #x{exc.character:04x}" if isinstance(exc.character, int) else "byte"
+        raise YamlSyntaxError(f"YAML error: unacceptable {what} ({exc.reason}); remove it or save the file "
+                              "as plain UTF-8 text", line, col) from None
     except yaml.YAMLError as exc:
-        raise YamlSyntaxError(f"YAML error: {exc}", 1, 1) from None
+        raise YamlSyntaxError(f"YAML error: {_one_line(exc)}", 1, 1) from None
     out = LoadedYaml(data=None)
     if root is not None:
         out.values[()] = (root.start_mark.line + 1, root.start_mark.column + 1)
-        out.data = _node(root, (), out)
+        out.data = _node(root, (), out, _Budget(events))
     return out
 
 
@@ -95,10 +147,18 @@ def _scalar(node: yaml.ScalarNode) -> Any:
         return False
     if _INT.fullmatch(value):
         if value.startswith(("0o", "0x")):
-            return int(value, 0)
+            try:
+                return int(value, 0)
+            except ValueError:
+                raise YamlSyntaxError(f"YAML error: number with {len(value)} digits is too large; "
+                                      "quote it if it is text", node.start_mark.line + 1, node.start_mark.column + 1) from None
         if len(value.lstrip("+-")) > 1 and value.lstrip("+-").startswith("0"):
             return value   # leading zeros (zip codes, '007'): text, not octal
-        return int(value.replace("_", ""))
+        try:
+            return int(value.replace("_", ""))
+        except ValueError:   # > 4300 digits: Python refuses to convert (a DoS guard)
+            raise YamlSyntaxError(f"YAML error: number with {len(value)} digits is too large; "
+                                  "quote it if it is text", node.start_mark.line + 1, node.start_mark.column + 1) from None
     if _FLOAT.fullmatch(value) and any(c.isdigit() for c in value):
         return float(value.replace("_", ""))
     if value.lower() in _SPECIAL_FLOATS:
@@ -106,12 +166,16 @@ def _scalar(node: yaml.ScalarNode) -> Any:
     return value
 
 
-def _node(node: Any, path: Path, out: LoadedYaml) -> Any:
+def _node(node: Any, path: Path, out: LoadedYaml, budget: _Budget, depth: int = 0) -> Any:
+    budget.left -= 1
+    if budget.left < 0 or depth > MAX_DEPTH:
+        raise YamlSyntaxError("YAML error: aliases (*name) expand to too much data or refer to themselves; "
+                              "write the values out instead", node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):
         result: dict = {}
         for key_node, value_node in node.value:
             if key_node.tag == "tag:yaml.org,2002:merge":   # << anchors
-                merged = _node(value_node, path, out)
+                merged = _node(value_node, path, out, budget, depth + 1)
                 for m in merged if isinstance(merged, list) else [merged]:
                     for k, v in (m or {}).items() if isinstance(m, dict) else ():
                         result.setdefault(k, v)
@@ -124,14 +188,14 @@ def _node(node: Any, path: Path, out: LoadedYaml) -> Any:
             sub = path + (key,)
             out.keys[sub] = (key_node.start_mark.line + 1, key_node.start_mark.column + 1)
             out.values[sub] = (value_node.start_mark.line + 1, value_node.start_mark.column + 1)
-            result[key] = _node(value_node, sub, out)
+            result[key] = _node(value_node, sub, out, budget, depth + 1)
         return result
     if isinstance(node, yaml.SequenceNode):
         items = []
         for i, item in enumerate(node.value):
             sub = path + (i,)
             out.values[sub] = (item.start_mark.line + 1, item.start_mark.column + 1)
-            items.append(_node(item, sub, out))
+            items.append(_node(item, sub, out, budget, depth + 1))
         return items
     return _scalar(node)
 

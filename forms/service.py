@@ -32,6 +32,7 @@ from .sequences import allocate
 from .tables import bi_column, build_tables, child_forms
 
 MAX_LIMIT = 500
+MAX_OFFSET = 2**62   # past any table's end; larger offsets overflow the driver's 64-bit bind
 
 
 def _msg(uow: UnitOfWork, text: Mapping[str, str] | str) -> str:
@@ -218,6 +219,8 @@ class Records:
         form = self.form(uow.app, form_name)
         q, _ = self.readable(uow, form, action)
         table = self.table(uow.app, form.name)
+        if not _storable_id(record_id):   # a path id past BIGINT: no such record (the driver would raise)
+            raise NotFound(f"{form.name} {record_id} not found")
         row = uow.conn.execute(q.where(table.c.id == record_id)).mappings().first()
         if row is None:
             raise NotFound(f"{form.name} {record_id} not found")
@@ -227,6 +230,8 @@ class Records:
         """Unchecked read for engines acting as the system."""
         form = self.form(uow.app, form_name)
         table = self.table(uow.app, form.name)
+        if not _storable_id(record_id):
+            return None
         row = uow.conn.execute(self.base_select(uow.app, form, table).where(table.c.id == record_id)).mappings().first()
         return self.decode(form, row) if row else None
 
@@ -272,7 +277,7 @@ class Records:
         col = table.c[col_name]
         base = base.order_by(col.desc() if order.startswith("-") else col.asc(), table.c.id.desc())
         limit = max(1, min(int(limit), MAX_LIMIT))
-        rows = uow.conn.execute(base.limit(limit).offset(max(0, int(offset)))).mappings().all()
+        rows = uow.conn.execute(base.limit(limit).offset(min(max(0, int(offset)), MAX_OFFSET))).mappings().all()
         return [self.decode(form, r) for r in rows], total
 
     def _filter_conditions(self, uow, form: FormDef, table: Table, filters: Mapping[str, str], g: Grant) -> list:
@@ -776,6 +781,12 @@ def _op(col, op: str, value: Any, name: str) -> ColumnElement:
         lo, hi = value if isinstance(value, (list, tuple)) else str(value).split(",", 1)
         return col.between(lo, hi)
     raise RecordInvalid([_err(name, "bad_operator", f"unknown filter operator '{op}'")])
+
+
+def _storable_id(record_id: Any) -> bool:
+    """Ids are BIGINT; a larger one (from a URL) matches nothing, and binding
+    it makes the driver raise (SQLite: OverflowError) instead of finding nothing."""
+    return isinstance(record_id, int) and -(2**63) <= record_id < 2**63
 
 
 def _empty(value: Any) -> bool:

@@ -490,7 +490,7 @@ class ReportService:
         if where is not None:
             q, cq = q.where(where), cq.where(where)
         limit = max(1, min(int(limit), 500))
-        rows = uow.conn.execute(q.order_by(b.t.c.id.desc()).limit(limit).offset(max(0, int(offset)))).mappings().all()
+        rows = uow.conn.execute(q.order_by(b.t.c.id.desc()).limit(limit).offset(min(max(0, int(offset)), 2**62))).mappings().all()
         total = uow.conn.execute(cq).scalar()
         items = [records.to_json(uow, b.form, records.decode(b.form, r), b.grant) for r in rows]
         return {"report": rd.name, "form": rd.source, "columns": list(rd.drill_columns) or list(b.form.list_columns),

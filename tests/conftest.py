@@ -7,6 +7,7 @@ which case a missing PostgreSQL is a failure, not a skip.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 import uuid
@@ -36,16 +37,13 @@ def _pg_admin_url(url: str) -> str:
     return url
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def db_url(request, tmp_path):
-    """A fresh, empty database URL on each backend."""
-    if request.param == "sqlite":
-        yield f"sqlite:///{tmp_path / 'loom.db'}"
-        return
+@contextlib.contextmanager
+def pg_database(prefix: str = "loom_t"):
+    """A fresh PostgreSQL database on the LOOM_TEST_PG_URL server (skip or fail as the env asks), dropped after."""
     server = _pg_server_url()
     if server is None:
         pytest.skip("PostgreSQL half skipped: set LOOM_TEST_PG_URL (CI sets LOOM_REQUIRE_PG=1)")
-    name = f"loom_t_{uuid.uuid4().hex[:10]}"
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
     admin = create_engine(_pg_admin_url(server), isolation_level="AUTOCOMMIT")
     try:
         with admin.connect() as conn:
@@ -55,10 +53,22 @@ def db_url(request, tmp_path):
             pytest.fail(f"PostgreSQL required but unreachable: {exc}")
         pytest.skip(f"PostgreSQL unreachable: {exc}")
     base = server.rsplit("/", 1)[0]
-    yield f"{base}/{name}"
-    with admin.connect() as conn:
-        conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
+    try:
+        yield f"{base}/{name}"
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request, tmp_path):
+    """A fresh, empty database URL on each backend."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'loom.db'}"
+        return
+    with pg_database() as url:
+        yield url
 
 
 @pytest.fixture

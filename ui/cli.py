@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from engine.clock import Clock, parse_instant
-from engine.db import database_url
+from engine.db import database_url, redact_url as _redact
+from engine.errors import first_line as _first_line
 
 BUNDLED_APP = Path(__file__).resolve().parent.parent / "apps" / "automotive_crm"
 
@@ -32,18 +33,6 @@ def _runtime(ctx: click.Context, clock: Clock | None = None):
         return build_runtime(ctx.obj["db"], clock)
     except Exception as exc:  # noqa: BLE001 - e.g. database unreachable
         raise UserError(f"cannot open the database {_redact(ctx.obj['db'])}: {_first_line(exc)}") from None
-
-
-def _redact(url: str) -> str:
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        creds, host = rest.rsplit("@", 1)
-        return f"{scheme}://{creds.split(':')[0]}:***@{host}" if ":" in creds else url
-    return url
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -120,6 +109,42 @@ def export(ctx: click.Context, app: str, output: str) -> None:
         raise UserError(f"no app '{app}' is installed; installed: {', '.join(rt.app_names()) or 'none'}") from None
     Path(output).write_bytes(appdef.package.to_zip())
     click.echo(f"Exported {appdef.name} {appdef.version} to {output}")
+
+
+@main.command()
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False), help="The backup .zip to write.")
+@click.option("--db", "db", default=None, metavar="URL", help="Database to back up (overrides loom --db).")
+@click.pass_context
+def backup(ctx: click.Context, output: str, db: str | None) -> None:
+    """Write every table (and LOOM_FILES_DIR) to a portable .zip backup."""
+    from engine.backup import BackupError, backup as run_backup, files_dir
+
+    try:
+        summary = run_backup(db or ctx.obj["db"], output, files=files_dir())
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    for line in summary.lines:
+        click.echo(line)
+
+
+@main.command()
+@click.argument("archive", type=click.Path())
+@click.option("--db", "db", default=None, metavar="URL", help="Database to restore into (overrides loom --db).")
+@click.option("--force", is_flag=True, help="Replace everything in a database that already holds data.")
+@click.pass_context
+def restore(ctx: click.Context, archive: str, db: str | None, force: bool) -> None:
+    """Restore a backup .zip into an empty database, in one transaction."""
+    from engine.backup import BackupError, restore as run_restore
+
+    files = os.environ.get("LOOM_FILES_DIR")
+    if files:
+        Path(files).mkdir(parents=True, exist_ok=True)
+    try:
+        summary = run_restore(db or ctx.obj["db"], archive, force=force, files=Path(files) if files else None)
+    except BackupError as exc:
+        raise UserError(str(exc)) from None
+    for line in summary.lines:
+        click.echo(line)
 
 
 @main.command()

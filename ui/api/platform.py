@@ -138,7 +138,7 @@ def list_outbox(request: Request, template: str | None = None, recipient: str | 
     if status:
         q = q.where(o.c.status == status)
     with rt.db.read() as conn:
-        rows = conn.execute(q.limit(max(1, min(limit, 500))).offset(max(0, offset))).mappings().all()
+        rows = conn.execute(q.limit(max(1, min(limit, 500))).offset(min(max(0, offset), 2**62))).mappings().all()
     return {"items": [{"id": r["id"], "app": r["app"], "template": r["template"], "channel": r["channel"],
                        "recipient": r["recipient"], "rendered": r["rendered"], "subject": r["subject"],
                        "kind": r["kind"], "status": r["status"], "due_at": _iso(r["due_at"]),
