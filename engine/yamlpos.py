@@ -21,6 +21,8 @@ from typing import Any
 import yaml
 from ruamel.yaml import YAML
 
+from .checkcache import checks, fingerprint, source_fingerprint
+
 Path = tuple  # tuple of str | int
 
 
@@ -103,10 +105,27 @@ def _check_nesting(text: str) -> int:
     return events
 
 
+_CHECKER: str | None = None
+
+
+def _nesting_checked(text: str) -> int:
+    """:func:`_check_nesting`, remembered per text: the scan is a quarter of the YAML time and
+    re-validating a package re-reads mostly unchanged files (see engine.checkcache)."""
+    global _CHECKER
+    if _CHECKER is None:
+        _CHECKER = source_fingerprint(__file__, yaml.__version__)
+    key = fingerprint(_CHECKER, text)
+    events = checks.get("yaml_nesting", key)
+    if not isinstance(events, int):
+        events = _check_nesting(text)
+        checks.put("yaml_nesting", key, events)
+    return events
+
+
 def load_yaml(text: str) -> LoadedYaml:
     """Parse ``text``; raise :class:`YamlSyntaxError` with a position on failure."""
     try:
-        events = _check_nesting(text)
+        events = _nesting_checked(text)
         root = yaml.compose(text, Loader=_Loader)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
