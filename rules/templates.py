@@ -147,6 +147,9 @@ def check_templates(ctx: Any) -> dict[str, dict]:
     return out
 
 
+_MAYBE_PRIVATE = re.compile(r"\.\s*_|\[\s*['\"]_")
+
+
 def _check_one(env: SandboxedEnvironment, path: str, blob: bytes) -> dict:
     """Problems and declared kind of one template, as plain JSON data."""
     try:
@@ -158,7 +161,9 @@ def _check_one(env: SandboxedEnvironment, path: str, blob: bytes) -> dict:
     except TemplateSyntaxError as exc:
         return {"parsed": False, "kind": None, "problems": [(exc.lineno or 1, 1, f"template syntax error: {exc.message}")]}
     unsafe: dict[int, list[str]] = {}
-    for node in reversed(list(tree.find_all((nodes.Getattr, nodes.Getitem)))):
+    # x._y / x['_y'] need these characters in the source: most templates skip the tree walk
+    nodes_to_check = tree.find_all((nodes.Getattr, nodes.Getitem)) if _MAYBE_PRIVATE.search(source) else ()
+    for node in reversed(list(nodes_to_check)):
         attr = node.attr if isinstance(node, nodes.Getattr) else (
             node.arg.value if isinstance(node.arg, nodes.Const) and isinstance(node.arg.value, str) else None)
         if attr and attr.startswith("_") and attr not in unsafe.setdefault(node.lineno, []):
