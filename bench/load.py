@@ -102,6 +102,13 @@ def drop_database(db_url: str) -> None:
 
 # -- the processes -------------------------------------------------------------
 
+def run_async(coro):
+    """``asyncio.run`` on a thread of its own: the caller's thread may already run an event loop
+    (under pytest, Playwright's sync API leaves one running in the worker), where asyncio.run refuses."""
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -553,9 +560,9 @@ def run(server_url: str, *, duration: float, clients: int, serves: int = 2, work
         t = time.monotonic()
         cluster.start()
         say(f"started {serves} serve + {workers} worker processes in {time.monotonic() - t:.1f}s: {', '.join(cluster.urls)}")
-        dealer_ids = asyncio.run(create_dealers(cluster.urls[0], users, dealers))
+        dealer_ids = run_async(create_dealers(cluster.urls[0], users, dealers))
         say(f"{clients} clients for {duration:.0f}s...")
-        load = asyncio.run(drive(cluster.urls, users, dealer_ids, clients, duration))
+        load = run_async(drive(cluster.urls, users, dealer_ids, clients, duration))
         if not wait_quiet(db_url):
             say("warning: the outbox was not drained within 60s")
         cluster.stop()

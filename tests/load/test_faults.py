@@ -15,7 +15,6 @@
 """
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
@@ -41,7 +40,7 @@ def stack(server_url: str, workdir, dealers: int = 3):
         L.install(db_url, users, L.loom_env(), cli_users=False)
         cluster = L.Cluster(db_url, workdir)
         cluster.start()
-        dealer_ids = asyncio.run(L.create_dealers(cluster.urls[0], users, dealers))
+        dealer_ids = L.run_async(L.create_dealers(cluster.urls[0], users, dealers))
         yield cluster, users, dealer_ids
     finally:
         if cluster is not None:
@@ -72,7 +71,7 @@ def test_kill_9_of_a_server_mid_request_loses_nothing_and_half_writes_nothing(pg
             os.killpg(victim.pid, signal.SIGKILL)
             victim.wait(10)
 
-        load = asyncio.run(L.drive(cluster.urls, users, dealer_ids, clients=10, duration=10,
+        load = L.run_async(L.drive(cluster.urls, users, dealer_ids, clients=10, duration=10,
                                    events=[(3.0, kill), (5.0, lambda: cluster.start_serve(0))]))
         assert L.wait_quiet(cluster.db_url), "the workers did not drain the outbox"
         report = L.report(load, {})
@@ -103,7 +102,7 @@ def test_postgresql_restart_under_load_recovers_by_itself_with_nothing_lost_or_d
                 pg.restart("fast")
                 restarted["seconds"] = time.monotonic() - t
 
-            load = asyncio.run(L.drive(cluster.urls, users, dealer_ids, clients=10, duration=12,
+            load = L.run_async(L.drive(cluster.urls, users, dealer_ids, clients=10, duration=12,
                                        events=[(4.0, restart)]))
             report = L.report(load, {})
             assert "seconds" in restarted, report
