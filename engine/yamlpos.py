@@ -106,12 +106,20 @@ def _check_nesting(text: str) -> int:
 
 
 _CHECKER: str | None = None
+_COMPOSER_SAFE = 4000    # libyaml composes a few thousand levels quickly; 20k take seconds, 100k crash
 
 
-def _nesting_checked(text: str) -> int:
-    """:func:`_check_nesting`, remembered per text: the scan is a quarter of the YAML time and
-    re-validating a package re-reads mostly unchanged files (see engine.checkcache)."""
+def _nesting_checked(text: str) -> int | None:
+    """:func:`_check_nesting` where it is needed, remembered per text; ``None`` when skipped.
+
+    Every level of nesting needs an indicator character (``[ { - : ?``), so a
+    text with fewer than ``_COMPOSER_SAFE`` of them can't nest deep enough to
+    hurt libyaml's composer, and ``_node`` still refuses more than MAX_DEPTH
+    levels.  The scan is a quarter of the YAML time; most files skip it, and
+    re-validation finds the rest in engine.checkcache."""
     global _CHECKER
+    if sum(map(text.count, "[{-:?")) < _COMPOSER_SAFE:
+        return None
     if _CHECKER is None:
         _CHECKER = source_fingerprint(__file__, yaml.__version__)
     key = fingerprint(_CHECKER, text)
@@ -142,7 +150,7 @@ def load_yaml(text: str) -> LoadedYaml:
     out = LoadedYaml(data=None)
     if root is not None:
         out.values[()] = (root.start_mark.line + 1, root.start_mark.column + 1)
-        out.data = _node(root, (), out, _Budget(events))
+        out.data = _node(root, (), out, _Budget(events if events is not None else len(text)))
     return out
 
 
@@ -187,7 +195,11 @@ def _scalar(node: yaml.ScalarNode) -> Any:
 
 def _node(node: Any, path: Path, out: LoadedYaml, budget: _Budget, depth: int = 0) -> Any:
     budget.left -= 1
-    if budget.left < 0 or depth > MAX_DEPTH:
+    if depth > MAX_DEPTH:
+        raise YamlSyntaxError(f"YAML error: lists/mappings nest more than {MAX_DEPTH} levels deep (or an alias *name "
+                              "sits inside its own anchor); flatten the structure",
+                              node.start_mark.line + 1, node.start_mark.column + 1)
+    if budget.left < 0:
         raise YamlSyntaxError("YAML error: aliases (*name) expand to too much data or refer to themselves; "
                               "write the values out instead", node.start_mark.line + 1, node.start_mark.column + 1)
     if isinstance(node, yaml.MappingNode):

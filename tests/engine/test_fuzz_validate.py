@@ -354,7 +354,7 @@ def test_self_referencing_alias_is_refused():
 
 
 @pytest.mark.parametrize("nest", ["[" * 100_000 + "]" * 100_000, "{a: " * 5000 + "1" + "}" * 5000,
-                                  "\n" + "".join("- " * 3000) + "x"])
+                                  "\n" + "".join("- " * 3000) + "x", "[" * 65 + "]" * 65])
 def test_deep_nesting_is_refused_with_position(nest):
     # was: RecursionError, seconds of work at 20k levels, a segfault in libyaml at 100k
     out = _only(_with("forms/ticket.yaml", "fields: " + nest + "\n"))
