@@ -99,10 +99,16 @@ def test_map_click_drills_down_with_encoded_placeholders(page, site):
     _open(page, site)
     el = page.locator("#chart-map")
     el.scroll_into_view_if_needed()
-    x, y = page.evaluate("""() => {
+    # Wait for the map's own "finished" after a resize: on a loaded machine the layout (and so
+    # the pixel of Guangzhou) could still move between measuring it and clicking it.
+    x, y = page.evaluate("""() => new Promise(resolve => {
         const chart = echarts.getInstanceByDom(document.getElementById('chart-map'));
-        return chart.convertToPixel({seriesIndex: 0}, [113.3, 23.4]);   // Guangzhou, in 广东
-    }""")
+        chart.on('finished', function done() {
+            chart.off('finished', done);
+            resolve(chart.convertToPixel({seriesIndex: 0}, [113.3, 23.4]));   // Guangzhou, in 广东
+        });
+        chart.resize({animation: {duration: 0}});
+    })""")
     box = el.bounding_box()
     page.mouse.click(box["x"] + x, box["y"] + y)
     page.wait_for_function("location.hash.startsWith('#drill')")
