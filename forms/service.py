@@ -12,7 +12,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import Table, and_, func, literal, or_, select, update
+from sqlalchemy import Table, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
 from engine import platform as P
@@ -49,6 +49,8 @@ def _bilingual(zh: str, en: str) -> dict:
     return {"zh": zh, "en": en}
 
 
+_HISTORY_INSERT = P.history.insert()   # values passed as parameters: one compiled statement
+
 class Records:
     """Create, read, update, delete and list records of any form."""
 
@@ -58,6 +60,9 @@ class Records:
         self._lookup_fields: dict[tuple, FieldDef] = {}
         self._trees: dict[tuple, Any] = {}
         self._file_fields: dict[tuple, tuple[str, ...]] = {}
+        # statements built once per (app digest, form): building a Core statement and its bind
+        # parameters on every request was a visible share of an API create
+        self._statements: dict[tuple, Any] = {}
 
     # -- definitions and tables ------------------------------------------
     def tables(self, app: AppDef) -> dict[str, Table]:
@@ -232,7 +237,11 @@ class Records:
         table = self.table(uow.app, form.name)
         if not _storable_id(record_id):
             return None
-        row = uow.conn.execute(self.base_select(uow.app, form, table).where(table.c.id == record_id)).mappings().first()
+        key = ("load", uow.app.digest, form.name)
+        stmt = self._statements.get(key)
+        if stmt is None:
+            stmt = self._statements[key] = self.base_select(uow.app, form, table).where(table.c.id == bindparam("record_id"))
+        row = uow.conn.execute(stmt, {"record_id": record_id}).mappings().first()
         return self.decode(form, row) if row else None
 
     def base_select(self, app: AppDef, form: FormDef, table: Table) -> Select:
@@ -365,7 +374,11 @@ class Records:
                    owner=rec["owner"], state=rec.get("state"))
         if parent_id is not None:
             row["parent_id"] = parent_id
-        new_id = uow.conn.execute(table.insert().values(**row).returning(table.c.id)).scalar_one()
+        key = ("insert", uow.app.digest, form.name)
+        insert = self._statements.get(key)
+        if insert is None:
+            insert = self._statements[key] = table.insert().returning(table.c.id)
+        new_id = uow.conn.execute(insert, row).scalar_one()
         rec["id"] = new_id
         if files:
             attach_files(uow, files, new_id)
@@ -708,13 +721,13 @@ class Records:
         return _iso(value) if isinstance(value, dt.datetime) else value
 
     def _history(self, uow, form: FormDef, record_id: int, kind: str, changes: dict, comment: str | None = None) -> None:
-        uow.conn.execute(P.history.insert().values(app=uow.app.name, form=form.name, record_id=record_id, at=to_db(uow.now),
-                                                   actor=uow.user.username, kind=kind, changes=changes, comment=comment))
+        uow.conn.execute(_HISTORY_INSERT, {"app": uow.app.name, "form": form.name, "record_id": record_id, "at": to_db(uow.now),
+                                           "actor": uow.user.username, "kind": kind, "changes": changes, "comment": comment})
 
     def add_history(self, uow, form_name: str, record_id: int, kind: str, changes: dict | None = None, comment: str | None = None) -> None:
         """For other engines: a line on the record's timeline (transition, rule, message...)."""
-        uow.conn.execute(P.history.insert().values(app=uow.app.name, form=form_name, record_id=record_id, at=to_db(uow.now),
-                                                   actor=uow.user.username, kind=kind, changes=changes or {}, comment=comment))
+        uow.conn.execute(_HISTORY_INSERT, {"app": uow.app.name, "form": form_name, "record_id": record_id, "at": to_db(uow.now),
+                                           "actor": uow.user.username, "kind": kind, "changes": changes or {}, "comment": comment})
 
     def history(self, uow, form_name: str, record_id: int, limit: int | None = None) -> list[dict]:
         """The record's history, oldest first; with ``limit``, only the newest ``limit`` entries (request paths)."""
