@@ -6,16 +6,20 @@
   ``BEGIN IMMEDIATE`` for write transactions, so concurrent writers queue
   briefly instead of failing with "database is locked".  Reads use plain
   deferred transactions and run concurrently with the writer (WAL).
+* PostgreSQL write transactions let writes nobody reads ride along with the
+  next statement (:mod:`engine.later`).
 """
 from __future__ import annotations
 
 import contextlib
 import os
 import threading
-from typing import Iterator
+from typing import Any, Iterator
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
+
+from . import later
 
 DEFAULT_URL = "sqlite:///loom.db"
 
@@ -57,6 +61,7 @@ class Database:
             self._configure_sqlite(self.engine)
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            later.install(self.engine)
 
     @property
     def dialect(self) -> str:
@@ -90,7 +95,12 @@ class Database:
                         yield conn
         else:
             with self.engine.begin() as conn:
-                yield conn
+                later.hold(conn)          # writes nobody reads ride along with the next statement
+                try:
+                    yield conn
+                    later.flush(conn)
+                finally:
+                    later.release(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:
@@ -100,3 +110,24 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_INSERT_IGNORE: dict[tuple, Any] = {}
+
+
+def insert_ignore(table: Any, conflict: tuple[str, ...], dialect: str, returning: tuple[str, ...] = ()) -> Any:
+    """``INSERT ... ON CONFLICT (conflict) DO NOTHING [RETURNING ...]`` for ``table``, built once per
+    dialect and executed with parameter dicts.  Building it per call (``insert().values(...)``) cost
+    more Python time than the database spent on the row."""
+    key = (table.name, conflict, dialect, returning)
+    stmt = _INSERT_IGNORE.get(key)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        stmt = insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+        if returning:
+            stmt = stmt.returning(*(table.c[c] for c in returning))
+        _INSERT_IGNORE[key] = stmt
+    return stmt

@@ -33,3 +33,5 @@ def upgrade_platform(db: Database) -> None:
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _LOCK_ID})
         from alembic import command
         command.upgrade(_config(conn), "heads")
+        from .directory import install_triggers
+        install_triggers(conn)

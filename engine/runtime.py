@@ -17,6 +17,7 @@ from . import platform as P
 from .clock import Clock
 from .crypto import KeyRing
 from .db import Database
+from .directory import Directory
 from .definitions import AppDef, compile_package
 from .events import EventBus
 from .installer import installed_package
@@ -40,6 +41,7 @@ class Runtime:
         self._keyring = keyring
         self._files: Any = None
         self.services: dict[str, Any] = {}    # engines register their services here (records, flows, ...)
+        self.directory = Directory()          # active users, cached until they change
 
     # -- lifecycle -------------------------------------------------------
     def start(self) -> "Runtime":

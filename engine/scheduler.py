@@ -44,6 +44,7 @@ from . import outbox
 from . import platform as P
 from .auth import SYSTEM_USER
 from .clock import from_db, to_db
+from .db import insert_ignore
 from .runtime import AppNotFound
 from .uow import UnitOfWork
 
@@ -72,12 +73,7 @@ def schedule(conn: Connection, *, app: str, kind: str, key: str, due_at: dt.date
     """Add a timer unless one with ``key`` already exists; True if added."""
     values = dict(app=app, kind=kind, key=key[:255], due_at=to_db(due_at), payload=payload or {}, form=form,
                   record_id=record_id, status="pending", attempts=0)
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
+    res = conn.execute(insert_ignore(P.timers, ("key",), conn.dialect.name), values)
     return res.rowcount > 0
 
 

@@ -21,6 +21,7 @@ from engine.crypto import mask
 from engine.definitions import AppDef
 from engine.errors import Forbidden, NotFound, RecordInvalid
 from engine.events import Event
+from engine.later import write_later
 from engine.expressions import ExpressionError
 from engine.uow import MAX_DEPTH, UnitOfWork
 
@@ -363,8 +364,8 @@ class Records:
             rec["state"] = data["state"]
         self._apply_defaults(uow, form, rec, values)
         self._compute_formulas(uow, form, rec)
-        by = self._before_insert(uow, form, rec, values, g) if not errors else {}
-        errors += self._check_record(uow, form, rec, None, table)
+        by, verified = self._before_insert(uow, form, rec, values, g) if not errors else ({}, {})
+        errors += self._check_record(uow, form, rec, None, table, verified=verified)
         if errors:
             raise RecordInvalid([dict(e, message=f"{by[e['field']]}: {e['message']}") if e.get("field") in by else e
                                  for e in errors])
@@ -471,14 +472,15 @@ class Records:
         """``record.saving``: the rules' pre-save phase fills in fields of the record about to be
         inserted (score, owner...), so it is inserted once instead of inserted and then updated.
         Handlers put ``event.data['set']`` (field -> JSON value, parsed like trusted input),
-        ``['system']`` (owner/state) and ``['by']`` (field -> who set it, to name it in errors).
-        Returns ``by``.  The record is checked afterwards with everything else."""
+        ``['system']`` (owner/state), ``['by']`` (field -> who set it, to name it in errors) and
+        ``['verified']`` (link field -> the form a lookup in this transaction found its record in).
+        Returns ``(by, verified)``.  The record is checked afterwards with everything else."""
         if uow.depth >= MAX_DEPTH:
-            return {}                     # _publish reports the loop after the insert is refused
+            return {}, {}                 # _publish reports the loop after the insert is refused
         event = Event("record.saving", uow.app.name, form.name, rec, changed=frozenset(values))
         self.rt.bus.publish(event, uow.deeper())
         if not event.data:
-            return {}
+            return {}, {}
         by = event.data.get("by") or {}
         parsed, errors, _ = self._parse_input(uow, form, event.data.get("set") or {}, g, True, creating=True)
         if errors:
@@ -486,7 +488,7 @@ class Records:
         rec.update(parsed)
         rec.update(event.data.get("system") or {})
         self._compute_formulas(uow, form, rec)
-        return by
+        return by, event.data.get("verified") or {}
 
     def _publish(self, uow: UnitOfWork, event: Event) -> None:
         if uow.depth >= MAX_DEPTH:
@@ -583,7 +585,9 @@ class Records:
             env[name] = rec[name]
 
     def _check_record(self, uow, form: FormDef, rec: dict, old: dict | None, table: Table,
-                      only_changed: Iterable[str] | None = None) -> list[dict]:
+                      only_changed: Iterable[str] | None = None, verified: Mapping[str, str] | None = None) -> list[dict]:
+        """Required fields, validations, unique values, and that links and users exist.  ``verified``:
+        link fields whose record a lookup found in this transaction (field -> form) -- not read again."""
         errors: list[dict] = []
         env = self.env(uow, form, rec, old)
         ctx = uow.eval_context()
@@ -632,7 +636,8 @@ class Records:
                     f"another record already has this {f.label.get('en') or name}"))))
         tables = self.tables(uow.app)
         for name, f in form.fields.items():
-            if f.type == "link" and rec.get(name) is not None and (changed is None or name in changed):
+            if (f.type == "link" and rec.get(name) is not None and (changed is None or name in changed)
+                    and not (verified and verified.get(name) == f.target_form)):
                 target = tables.get(f.target_form)
                 if target is not None and not uow.conn.execute(select(target.c.id).where(target.c.id == rec[name])).first():
                     errors.append(_err(name, "not_found", _msg(uow, _bilingual(
@@ -721,12 +726,13 @@ class Records:
         return _iso(value) if isinstance(value, dt.datetime) else value
 
     def _history(self, uow, form: FormDef, record_id: int, kind: str, changes: dict, comment: str | None = None) -> None:
-        uow.conn.execute(_HISTORY_INSERT, {"app": uow.app.name, "form": form.name, "record_id": record_id, "at": to_db(uow.now),
+        # a timeline line is only recorded: it rides along with the next statement (engine.later)
+        write_later(uow.conn, _HISTORY_INSERT, {"app": uow.app.name, "form": form.name, "record_id": record_id, "at": to_db(uow.now),
                                            "actor": uow.user.username, "kind": kind, "changes": changes, "comment": comment})
 
     def add_history(self, uow, form_name: str, record_id: int, kind: str, changes: dict | None = None, comment: str | None = None) -> None:
         """For other engines: a line on the record's timeline (transition, rule, message...)."""
-        uow.conn.execute(_HISTORY_INSERT, {"app": uow.app.name, "form": form_name, "record_id": record_id, "at": to_db(uow.now),
+        write_later(uow.conn, _HISTORY_INSERT, {"app": uow.app.name, "form": form_name, "record_id": record_id, "at": to_db(uow.now),
                                            "actor": uow.user.username, "kind": kind, "changes": changes or {}, "comment": comment})
 
     def history(self, uow, form_name: str, record_id: int, limit: int | None = None) -> list[dict]:

@@ -49,11 +49,14 @@ import datetime as dt
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import bindparam, func, or_, select, update
 
 from engine import platform as P
 from engine.auth import User
 from engine.clock import from_db, to_db
+from engine.db import insert_ignore
+from engine.directory import USERS_GENERATION
+from engine.later import write_later
 from engine.errors import Conflict, Forbidden
 from engine.expressions import ExpressionError
 
@@ -70,29 +73,31 @@ _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 # ---------------------------------------------------------------------------
 # cursors: one locked row per decision key
 
-def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict) -> dict:
-    """The cursor's value, with its row locked until the transaction ends (PostgreSQL)."""
-    t = cursors
-    key = key[:200]
-    q = select(t.c.value).where(t.c.app == app, t.c.key == key)
+_CURSOR = select(cursors.c.value).where(cursors.c.app == bindparam("c_app"), cursors.c.key == bindparam("c_key"))
+_CURSOR_LOCKED = _CURSOR.with_for_update()
+# the assignment's cursor and the users generation (engine.directory) in one round trip
+_CURSOR_GEN = select(cursors.c.value, USERS_GENERATION).where(cursors.c.app == bindparam("c_app"),
+                                                               cursors.c.key == bindparam("c_key"))
+_CURSOR_GEN_LOCKED = _CURSOR_GEN.with_for_update(of=cursors)
+_CURSOR_SAVE = (update(cursors).where(cursors.c.app == bindparam("c_app"), cursors.c.key == bindparam("c_key"))
+                .values(value=bindparam("c_value"), updated_at=bindparam("c_at")))
+def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict, generation: bool = False) -> Any:
+    """The cursor's value, with its row locked until the transaction ends (PostgreSQL).
+    ``generation``: return ``(value, users generation)``, read with the same statement."""
+    params = {"c_app": app, "c_key": key[:200]}
     pg = conn.dialect.name == "postgresql"
-    if pg:
-        q = q.with_for_update()
-    row = conn.execute(q).first()
+    q = (_CURSOR_GEN_LOCKED if pg else _CURSOR_GEN) if generation else (_CURSOR_LOCKED if pg else _CURSOR)
+    row = conn.execute(q, params).first()
     if row is None:
-        if pg:
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        conn.execute(insert(t).values(app=app, key=key, value=default, updated_at=to_db(now))
-                     .on_conflict_do_nothing(index_elements=["app", "key"]))
-        row = conn.execute(q).first()
-    return dict(row.value or {})
+        conn.execute(insert_ignore(cursors, ("app", "key"), conn.dialect.name),
+                     {"app": app, "key": key[:200], "value": default, "updated_at": to_db(now)})
+        row = conn.execute(q, params).first()
+    return (dict(row[0] or {}), row[1]) if generation else dict(row.value or {})
 
 
 def save_cursor(conn: Any, app: str, key: str, now: dt.datetime, value: dict) -> None:
-    conn.execute(update(cursors).where(cursors.c.app == app, cursors.c.key == key[:200])
-                 .values(value=value, updated_at=to_db(now)))
+    # the row is locked and nobody reads the result: sent with the next statement (engine.later)
+    write_later(conn, _CURSOR_SAVE, {"c_app": app, "c_key": key[:200], "c_value": value, "c_at": to_db(now)})
 
 
 # ---------------------------------------------------------------------------
@@ -330,19 +335,33 @@ def _cursor_key(rc: RunContext, p: AssignParams, kind: str) -> str:
     return f"{kind}:{p.form}:{p.field}:{p.role or 'users'}:{','.join(parts)}"
 
 
-def choose(rc: RunContext, p: AssignParams, users: list[User]) -> tuple[str | None, str]:
-    """(user name, how) -- locks and advances the pool's cursor."""
+def _strategy(p: AssignParams) -> str:
+    """The strategy that decides among the candidates."""
+    if p.strategy == "match":
+        return p.tie_break if p.tie_break != "name" else "least_open"
+    if p.strategy == "working_hours":
+        return p.tie_break if p.tie_break in ("least_open", "round_robin") else "round_robin"
+    return p.strategy
+
+
+def lock_pool(rc: RunContext, p: AssignParams) -> tuple[str, dict]:
+    """Lock the pool's cursor (before choosing candidates, so that concurrent requests choose one
+    after the other); the users generation read with it spares the user directory a query."""
+    uow = rc.uow
+    key = _cursor_key(rc, p, "weighted" if _strategy(p) == "weighted" else "rr")
+    cur, generation = lock_cursor(uow.conn, uow.app.name, key, uow.now, {"seq": 0, "last": {}}, generation=True)
+    rc.__dict__["_users_generation"] = generation
+    return key, cur
+
+
+def choose(rc: RunContext, p: AssignParams, users: list[User], locked: tuple[str, dict]) -> tuple[str | None, str]:
+    """(user name, how) -- advances the pool's cursor, locked by :func:`lock_pool`."""
     if not users:
         return None, "no candidate"
     names = [u.username for u in users]
     uow = rc.uow
-    strategy = p.strategy
-    if strategy == "match":
-        strategy = p.tie_break if p.tie_break != "name" else "least_open"
-    elif strategy == "working_hours":
-        strategy = p.tie_break if p.tie_break in ("least_open", "round_robin") else "round_robin"
-    key = _cursor_key(rc, p, "weighted" if strategy == "weighted" else "rr")
-    cur = lock_cursor(uow.conn, uow.app.name, key, uow.now, {"seq": 0, "last": {}})
+    strategy = _strategy(p)
+    key, cur = locked
     last: dict = dict(cur.get("last") or {})
     seq = int(cur.get("seq") or 0)
     if strategy == "weighted":
@@ -403,8 +422,9 @@ def assign(rc: RunContext, p: AssignParams) -> dict | None:
             user = rc.user(names[0]) if names else None
             chosen, how = (user.username, "fallback user") if user is not None and user.active else (None, "")
         else:
+            locked = lock_pool(rc, params)
             users = candidates(rc, params)
-            chosen, how = choose(rc, params, users)
+            chosen, how = choose(rc, params, users, locked)
             tried.append(params.role or "users")
         if chosen is None and params.fallback_user is not None:
             from .notify import _user_names

@@ -34,6 +34,7 @@ from typing import Any, Mapping
 from engine import platform as P
 from engine.clock import to_db
 from engine.events import Event
+from engine.later import write_later
 from engine.expressions import ExpressionError
 
 from .actions import execute
@@ -43,6 +44,9 @@ from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, sch
 
 log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
+# the rule log and its timeline lines are only recorded: they ride along with the next statement
+_LOG_INSERT = P.rule_log.insert()
+_LINE_INSERT = P.history.insert()
 # actions that write no timeline line of their own: rule lines before them can wait to be batched
 _QUIET = ("set", "decide", "assign", "add_tag", "remove_tag", "notify")
 
@@ -136,6 +140,8 @@ class RuleEngine:
             event.data["set"] = {k: jsonable(v) for k, v in carry.pending.items()}
             event.data["system"] = dict(carry.pending_system)
             event.data["by"] = by
+            event.data["verified"] = {k: form for k, (form, found) in carry.verified.items()
+                                      if carry.pending.get(k) == found}
         changed = {k for k in {**carry.pending, **carry.pending_system} if current.get(k) != original.get(k)}
         _presaved(uow, True)[id(event.record)] = _Presaved(event.record, done_rules, resume, start,
                                                           {k: original.get(k) for k in changed}, carry)
@@ -251,7 +257,7 @@ class RuleEngine:
                                               logs=logs, lines=lines)
             carry = rc if rc is not None else carry
         if logs:
-            uow.conn.execute(P.rule_log.insert(), logs)
+            write_later(uow.conn, _LOG_INSERT, logs)
         self._write_lines(uow, lines)
         if carry is not None:
             carry.flush()
@@ -261,7 +267,7 @@ class RuleEngine:
         """Write the timeline lines collected so far -- all of them, or only if ``before``'s actions
         may write lines of their own (tasks, flows...), so the timeline keeps the order things happened."""
         if lines and (before is None or any(a.kind not in _QUIET for a in before.actions)):
-            uow.conn.execute(P.history.insert(), list(lines))
+            write_later(uow.conn, _LINE_INSERT, list(lines))
             lines.clear()
 
     # -- firing ----------------------------------------------------------
@@ -300,7 +306,7 @@ class RuleEngine:
         if logs is not None:
             logs.append(row)
         else:
-            uow.conn.execute(P.rule_log.insert(), [row])
+            write_later(uow.conn, _LOG_INSERT, [row])
         if history and rc.form and rc.record_id is not None and outcome == "fired":
             changes = {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
                        **({"by": uow.user.username} if not uow.user.is_system else {})}
@@ -374,7 +380,7 @@ class RuleEngine:
 def _share(rc: RunContext, carry: RunContext | None) -> None:
     """Values staged by earlier rules on this event (not written yet) and their caches."""
     if carry is not None:
-        rc.pending, rc.pending_system = carry.pending, carry.pending_system
+        rc.pending, rc.pending_system, rc.verified = carry.pending, carry.pending_system, carry.verified
         rc._users, rc._links = carry._users, carry._links
 
 

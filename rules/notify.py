@@ -239,23 +239,17 @@ def _contact_recipient(form: str, rec: Mapping[str, Any]) -> Recipient:
 
 
 def role_users(rc: RunContext, role: str) -> list[User]:
-    """Active users with ``role`` (one query per run); their ``away_until`` goes to ``rc._away``."""
-    cache = rc.__dict__.setdefault("_role_users", {})
-    if role not in cache:
-        u = P.users
-        away = rc.__dict__.setdefault("_away", {})
-        found = []
-        for row in rc.uow.conn.execute(select(u.c.username, u.c.roles, u.c.attrs, u.c.display_name, u.c.language,
-                                              u.c.away_until).where(u.c.active.is_(True)).order_by(u.c.username)):
-            if role in (row.roles or ()):
-                user = User(row.username, frozenset(row.roles or ()), dict(row.attrs or {}), row.display_name,
-                            row.language, True)
-                found.append(user)
-                rc._users.setdefault(row.username, user)
-                if row.away_until is not None:
-                    away[row.username] = row.away_until
-        cache[role] = found
-    return cache[role]
+    """Active users with ``role``, from the process-wide user directory (``engine.directory``: read
+    again only when the users changed); their ``away_until`` goes to ``rc._away``."""
+    snap = rc.uow.runtime.directory.active(rc.uow.conn, rc.__dict__.get("_users_generation"))
+    found = snap.with_role(role)
+    away = rc.__dict__.setdefault("_away", {})
+    for user in found:
+        rc._users.setdefault(user.username, user)
+        until = snap.away_until.get(user.username)
+        if until is not None:
+            away[user.username] = until
+    return list(found)
 
 
 def users_with_role(rc: RunContext, role: str, where: Any) -> list[User]:

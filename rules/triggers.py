@@ -36,6 +36,7 @@ from sqlalchemy import and_, select, update
 
 from engine import platform as P
 from engine.clock import from_db, parse_instant, to_db
+from engine.later import write_later
 from engine.definitions import CompileContext
 from engine.problems import one_of, suggest
 from engine.scheduler import cancel, schedule
@@ -247,19 +248,31 @@ def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], resched
                          payload={"rule": rule.name}, form=rule.trigger.form, record_id=rid, status="pending", attempts=0))
     if not rows:
         return []
-    if uow.conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-    # executemany (SQLAlchemy sends it as one multi-row INSERT): the statement compiles once and is
-    # cached; .values(rows) would rebuild and re-key a new statement around every row's values each time
-    stmt = insert(P.timers).on_conflict_do_nothing(index_elements=["key"]).returning(P.timers.c.key)
-    added = {r[0] for r in uow.conn.execute(stmt, rows)}
-    for row in rows:
-        if row["key"] not in added:   # a cancelled timer with this key: the date was set back to an old value
-            schedule_or_revive(uow.conn, app=app, kind=DATE_TIMER, key=row["key"], due_at=from_db(row["due_at"]),
-                               payload=row["payload"], form=row["form"], record_id=rid)
+    # new, or a cancelled timer with this key comes back (the date was set back to an old value);
+    # nobody reads the result, so the statement rides along with the next one (engine.later)
+    write_later(uow.conn, _upsert_timers(uow.conn.dialect.name), rows)
     return [r["key"] for r in rows]
+
+
+_UPSERT: dict[str, Any] = {}
+
+
+def _upsert_timers(dialect: str) -> Any:
+    """``INSERT`` timers; on a key that exists, revive it only if it was cancelled (what
+    :func:`schedule_or_revive` does for one timer) -- one statement, built once per dialect."""
+    stmt = _UPSERT.get(dialect)
+    if stmt is None:
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        ins = insert(P.timers)
+        t = P.timers
+        stmt = _UPSERT[dialect] = ins.on_conflict_do_update(
+            index_elements=["key"], where=t.c.status == "cancelled",
+            set_={"status": "pending", "due_at": ins.excluded.due_at, "attempts": 0, "last_error": None,
+                  "payload": ins.excluded.payload})
+    return stmt
 
 
 def schedule_date_rule(uow: Any, rule: Any, record: Mapping[str, Any], reschedule: bool) -> str | None:

@@ -331,23 +331,38 @@ class Lookup:
     def __init__(self, form: str, conds: tuple):
         self.form, self.conds = form, conds
         self.names = tuple(n for _, e in conds for n in (getattr(e, "names", ()) or ()))
+        self._query: tuple | None = None       # (app digest, statement, per-condition converters)
+
+    def _compiled(self, rc: "RunContext") -> tuple:
+        """The SELECT, built once per app version, with one parameter per condition."""
+        from sqlalchemy import bindparam, select
+        app = rc.uow.app
+        got = self._query
+        if got is None or got[0] != app.digest:
+            table = rc.records.table(app, self.form)
+            fd = rc.records.form(app, self.form)
+            q = select(table.c.id)
+            converters = []
+            for i, (field, _) in enumerate(self.conds):
+                f = fd.fields.get(field)
+                if f is not None and f.pii:
+                    q = q.where(table.c[f"{field}__bi"] == bindparam(f"v{i}"))
+                    converters.append(lambda v, rc: rc.uow.runtime.keyring.blind_index(str(v)))
+                else:
+                    q = q.where(table.c[field] == bindparam(f"v{i}"))
+                    converters.append((lambda v, rc, f=f: f.ftype.to_db(v, f.spec)) if f is not None else (lambda v, rc: v))
+            got = self._query = (app.digest, q.order_by(table.c.id).limit(1), tuple(converters))
+        return got
 
     def evaluate_in(self, rc: "RunContext", env: Mapping) -> Any:
-        from sqlalchemy import select
-        records = rc.records
-        table = records.table(rc.uow.app, self.form)
-        fd = records.form(rc.uow.app, self.form)
-        q = select(table.c.id)
-        for field, e in self.conds:
+        _, query, converters = self._compiled(rc)
+        params = {}
+        for i, ((_, e), convert) in enumerate(zip(self.conds, converters)):
             v = rc.evaluate(e, env)
             if v is None:
                 return None
-            f = fd.fields.get(field)
-            if f is not None and f.pii:
-                q = q.where(table.c[f"{field}__bi"] == rc.uow.runtime.keyring.blind_index(str(v)))
-            else:
-                q = q.where(table.c[field] == (f.ftype.to_db(v, f.spec) if f is not None else v))
-        return rc.uow.conn.execute(q.order_by(table.c.id).limit(1)).scalar()
+            params[f"v{i}"] = convert(v, rc)
+        return rc.uow.conn.execute(query, params).scalar()
 
 
 # ---------------------------------------------------------------------------
@@ -379,6 +394,9 @@ class RunContext:
         self._ectx: Any = None
         self.changed: frozenset = frozenset(changed or ())
         self._users: dict[str, Any] = parent._users if parent is not None else {}
+        # link fields staged from a lookup in this transaction -> (its form, the id it found): the
+        # record service need not check again that the record exists
+        self.verified: dict[str, tuple] = parent.verified if parent is not None else {}
         self._links: dict[tuple, Any] = parent._links if parent is not None else {}
         # pre-save phase (rules.phases): the record is not inserted yet -- no id; staged values are
         # handed to the record service for the INSERT instead of being written with an UPDATE
@@ -481,8 +499,7 @@ class RunContext:
         if not name:
             return None
         if name not in self._users:
-            from engine.auth import get_user
-            self._users[name] = get_user(self.uow.conn, name)
+            self._users[name] = self.uow.runtime.directory.user(self.uow.conn, name)
         return self._users[name]
 
     def linked(self, form: str, record_id: Any) -> dict | None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Action, ActionCompiler, ActionError, RunContext, register_action
+from .base import Action, ActionCompiler, ActionError, Lookup, RunContext, register_action
 
 _UNSETTABLE = ("id", "created_at", "updated_at", "created_by")
 
@@ -57,6 +57,9 @@ class SetAction(Action):
         env = rc.env()
         values = {name: rc.evaluate(e, env) for name, e in params}
         changed = {k: v for k, v in values.items() if rc.record.get(k) != v}
+        for name, e in params:
+            if isinstance(e, Lookup) and values[name] is not None:
+                rc.verified[name] = (e.form, values[name])
         for k, v in values.items():
             rc.stage(k, v)
         if not changed:

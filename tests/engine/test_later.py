@@ -1,0 +1,124 @@
+"""Writes that ride along with the next statement (engine.later): same results, fewer round trips."""
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table, Text, event, func, select
+from sqlalchemy.exc import IntegrityError
+
+from engine.db import Database
+from engine.later import write_later
+
+md = MetaData()
+notes = Table("t_later_notes", md, Column("id", Integer, primary_key=True, autoincrement=True),
+              Column("tag", String(40), unique=True), Column("body", Text), Column("data", JSON), Column("at", DateTime))
+INSERT = notes.insert()
+AWKWARD = [
+    {"tag": "pct", "body": "100% sure; 50%% off; %(name)s %s", "data": {"k": "%(x)s", "n": None, "l": [1, 2.5, True]},
+     "at": dt.datetime(2026, 11, 23, 9, 30, 15, 123456)},
+    {"tag": "quotes", "body": "O'Brien said \"hi\"; DROP TABLE x; --", "data": ["a'b", {"c": "d\\e"}], "at": None},
+    {"tag": "unicode", "body": "客户回访 ✓ 😀\n第二行", "data": {"名": "张三"}, "at": dt.datetime(2026, 1, 1)},
+    {"tag": "nulls", "body": None, "data": None, "at": None},
+]
+
+
+@pytest.fixture
+def db(db_url):
+    d = Database(db_url)
+    md.create_all(d.engine)
+    yield d
+    md.drop_all(d.engine)
+    d.dispose()
+
+
+class RoundTrips:
+    def __init__(self, engine):
+        self.n = 0
+        event.listen(engine, "before_cursor_execute", self.count)
+
+    def count(self, *_a):
+        self.n += 1
+
+
+def rows(db):
+    with db.read() as conn:
+        return [dict(r._mapping) for r in conn.execute(select(notes.c.tag, notes.c.body, notes.c.data, notes.c.at)
+                                                          .order_by(notes.c.id))]
+
+
+def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
+    with db.write() as conn:
+        for row in AWKWARD:
+            conn.execute(INSERT, dict(row, tag="now-" + row["tag"]))
+            write_later(conn, INSERT, dict(row, tag="later-" + row["tag"]))
+    got = rows(db)
+    now = {r["tag"][4:]: {k: v for k, v in r.items() if k != "tag"} for r in got if r["tag"].startswith("now-")}
+    later = {r["tag"][6:]: {k: v for k, v in r.items() if k != "tag"} for r in got if r["tag"].startswith("later-")}
+    assert later == now and len(later) == len(AWKWARD)
+    assert later["pct"]["body"] == "100% sure; 50%% off; %(name)s %s"
+
+
+def test_the_next_statement_sees_held_writes_and_on_postgresql_carries_them(db):
+    trips = RoundTrips(db.engine)
+    with db.write() as conn:
+        write_later(conn, INSERT, [dict(r, tag=f"a{i}") for i, r in enumerate(AWKWARD)])
+        write_later(conn, INSERT, {"tag": "b", "body": "x", "data": {}, "at": None})
+        before = trips.n
+        assert conn.execute(select(func.count()).select_from(notes)).scalar() == len(AWKWARD) + 1
+        used = trips.n - before
+    assert used == 1, "the held writes and the read went in one round trip (SQLite: wrote at once)"
+    assert len(rows(db)) == len(AWKWARD) + 1
+
+
+def test_held_writes_are_sent_before_commit_when_no_statement_follows(db):
+    with db.write() as conn:
+        write_later(conn, INSERT, {"tag": "last", "body": "x", "data": {"a": 1}, "at": None})
+    assert [r["tag"] for r in rows(db)] == ["last"]
+
+
+def test_an_error_in_the_block_drops_held_writes_with_the_rollback(db):
+    with pytest.raises(RuntimeError):
+        with db.write() as conn:
+            write_later(conn, INSERT, {"tag": "gone", "body": "x", "data": None, "at": None})
+            raise RuntimeError("request failed")
+    assert rows(db) == []
+    with db.write() as conn:                 # and the next transaction on a pooled connection starts clean
+        conn.execute(select(1))
+    assert rows(db) == []
+
+
+def test_a_failing_held_write_fails_the_transaction(db):
+    with db.write() as conn:
+        conn.execute(INSERT, {"tag": "dup", "body": "first", "data": None, "at": None})
+    with pytest.raises(IntegrityError):
+        with db.write() as conn:
+            conn.execute(INSERT, {"tag": "other", "body": "x", "data": None, "at": None})
+            write_later(conn, INSERT, {"tag": "dup", "body": "second", "data": None, "at": None})
+            conn.execute(select(1))
+    assert [(r["tag"], r["body"]) for r in rows(db)] == [("dup", "first")]
+
+
+def test_savepoints_cover_held_writes(db):
+    with db.write() as conn:
+        write_later(conn, INSERT, {"tag": "kept", "body": "x", "data": None, "at": None})
+        sp = conn.begin_nested()
+        write_later(conn, INSERT, {"tag": "undone", "body": "x", "data": None, "at": None})
+        sp.rollback()
+        write_later(conn, INSERT, {"tag": "after", "body": "x", "data": None, "at": None})
+    assert [r["tag"] for r in rows(db)] == ["kept", "after"]
+
+
+def test_executemany_after_held_writes_keeps_the_order(db):
+    with db.write() as conn:
+        write_later(conn, INSERT, {"tag": "first", "body": "x", "data": None, "at": None})
+        conn.execute(INSERT, [{"tag": f"m{i}", "body": "y", "data": None, "at": None} for i in range(3)])
+    assert [r["tag"] for r in rows(db)] == ["first", "m0", "m1", "m2"]
+
+
+def test_outside_a_write_transaction_writes_at_once(db):
+    with db.engine.connect() as conn:
+        with conn.begin():
+            write_later(conn, INSERT, {"tag": "direct", "body": "x", "data": None, "at": None})
+            assert conn.execute(select(func.count()).select_from(notes)).scalar() == 1
+    assert [r["tag"] for r in rows(db)] == ["direct"]
