@@ -525,7 +525,15 @@ class RunContext:
         else:
             self.pending[field] = value
         self.record[field] = value
-        self.invalidate()
+        env = self._env
+        if env is not None and field != "owner" and field not in _link_fields(self):
+            # a plain field: change it in the names the expressions see instead of building them again
+            env[field] = value
+            view = env.get("record")
+            if isinstance(view, dict) and view is not self.record:
+                view[field] = value
+        else:
+            self.invalidate()
 
     def flush(self) -> dict:
         """Write staged values with one record update (which fires ``record.updated``)."""
@@ -554,6 +562,21 @@ class RunContext:
             if fresh is not None:
                 self.record = fresh
                 self.invalidate()
+
+
+def _link_fields(rc: RunContext) -> frozenset:
+    """Fields whose value the expression names show as something else (a linked record)."""
+    fd = rc.formdef
+    if fd is None:
+        return frozenset()
+    got = getattr(fd, "_rules_link_names", None)
+    if got is None:
+        got = frozenset(n for n, f in fd.fields.items() if f.type in ("link", "user"))
+        try:
+            object.__setattr__(fd, "_rules_link_names", got)
+        except (AttributeError, TypeError):
+            return got
+    return got
 
 
 def jsonable(value: Any) -> Any:
