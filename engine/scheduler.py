@@ -72,13 +72,7 @@ def schedule(conn: Connection, *, app: str, kind: str, key: str, due_at: dt.date
     """Add a timer unless one with ``key`` already exists; True if added."""
     values = dict(app=app, kind=kind, key=key[:255], due_at=to_db(due_at), payload=payload or {}, form=form,
                   record_id=record_id, status="pending", attempts=0)
-    if conn.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
-        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
-    else:
-        from sqlalchemy.dialects.sqlite import insert
-        res = conn.execute(insert(P.timers).values(**values).on_conflict_do_nothing(index_elements=["key"]))
-    return res.rowcount > 0
+    return conn.execute(_statements(conn.dialect.name)["schedule"], values).rowcount > 0
 
 
 def cancel(conn: Connection, *, app: str, form: str | None = None, record_id: int | None = None,
@@ -99,8 +93,9 @@ _STATEMENTS: dict[str, dict[str, Any]] = {}
 
 
 def _statements(dialect: str) -> dict[str, Any]:
-    """The batch's claim and completion statements, built once per dialect (their compiled
-    form and cache key are then reused instead of being rebuilt for every batch)."""
+    """The batch's claim and completion statements and :func:`schedule`'s INSERT, built once per
+    dialect (their compiled form and cache key are then reused instead of being rebuilt for every
+    batch or timer)."""
     stmts = _STATEMENTS.get(dialect)
     if stmts is None:
         t = P.timers
@@ -110,7 +105,13 @@ def _statements(dialect: str) -> dict[str, Any]:
             claim = claim.with_for_update(skip_locked=True)
         done = (update(t).where(t.c.id.in_(bindparam("ids", expanding=True)))
                 .values(status="done", fired_at=bindparam("now"), locked_by=bindparam("worker"), attempts=t.c.attempts + 1))
-        stmts = _STATEMENTS[dialect] = {"claim": claim, "done": done}
+        if dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        else:
+            from sqlalchemy.dialects.sqlite import insert
+        # schedule(): one timer per key, ever; values passed as parameters
+        add = insert(t).on_conflict_do_nothing(index_elements=["key"])
+        stmts = _STATEMENTS[dialect] = {"claim": claim, "done": done, "schedule": add}
     return stmts
 
 

@@ -145,6 +145,15 @@ def history(uow: Any, form: str, record_id: int, kind: str, changes: dict, comme
     uow.service("records").add_history(uow, form, record_id, kind, changes, comment)
 
 
+def dialect_insert(dialect: str):
+    """The dialect's ``insert`` (the one with ``on_conflict_do_nothing``)."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert
+    return insert
+
+
 def lock(q, conn):
     """``SELECT ... FOR UPDATE`` on PostgreSQL (SQLite serialises writers anyway)."""
     return q.with_for_update() if conn.dialect.name == "postgresql" else q
