@@ -95,8 +95,9 @@ _STATEMENTS: dict[str, dict[str, Any]] = {}
 
 
 def _statements(dialect: str) -> dict[str, Any]:
-    """The batch's claim and completion statements, built once per dialect (their compiled
-    form and cache key are then reused instead of being rebuilt for every batch)."""
+    """The batch's claim and completion statements and :func:`schedule`'s INSERT, built once per
+    dialect (their compiled form and cache key are then reused instead of being rebuilt for every
+    batch or timer)."""
     stmts = _STATEMENTS.get(dialect)
     if stmts is None:
         t = P.timers

@@ -30,6 +30,8 @@ register_after_install("flows", migrate_instances, order=40)
 def setup(runtime) -> None:
     service = FlowService(runtime)
     runtime.services["flows"] = service
+    # after the rules' pre-save phase (order 50), which sees the record as given, as before
+    runtime.bus.subscribe("record.saving", service.on_saving, order=90)
     runtime.bus.subscribe("record.created", service.on_created, order=10)
     runtime.bus.subscribe("record.updated", service.on_updated, order=10)
     runtime.bus.subscribe("record.deleted", service.on_deleted, order=10)

@@ -16,11 +16,12 @@ import datetime as dt
 import logging
 from typing import Any, Iterable, Mapping
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, bindparam, or_, select, update
 
 from engine import platform as P
 from engine import scheduler
 from engine.auth import SYSTEM_USER, get_user, list_users
+from engine.db import insert_ignore
 from engine.clock import from_db, to_db
 from engine.errors import Conflict, Forbidden, NotFound, RecordInvalid
 from engine.events import Event
@@ -38,11 +39,35 @@ MAX_AUTO = 10
 NOTICE_KIND = "mention"   # inbox notices (forms/comments): dismissed, never transferred, not record events
 
 
+_STATEMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _statements(dialect: str) -> dict[str, Any]:
+    """The instance statements of the start path, built once per dialect: values go in as
+    parameters, so SQLAlchemy reuses their compiled form instead of rebuilding (and re-keying)
+    a statement for every new record."""
+    stmts = _STATEMENTS.get(dialect)
+    if stmts is None:
+        i = T.instances
+        find = select(i).where(i.c.app == bindparam("app"), i.c.flow == bindparam("flow"),
+                               i.c.record_id == bindparam("record_id"))
+        stmts = _STATEMENTS[dialect] = {
+            "find": find,
+            "find_locked": find.with_for_update() if dialect == "postgresql" else find,
+            "insert": i.insert().returning(i),
+            # start: one statement decides whether this call starts the instance (exactly once
+            # per record and flow, by the unique key; a concurrent start waits and then does nothing)
+            "insert_new": insert_ignore(i, ("app", "flow", "record_id"), dialect, returning=("id",)),
+        }
+    return stmts
+
+
 class FlowService:
     def __init__(self, runtime: Any):
         self.rt = runtime
         self._old_apps: dict[str, Any] = {}
         self._index: dict[str, dict] = {}
+        self._state_updates: dict[tuple, Any] = {}   # (app digest, form) -> UPDATE <table> SET state
 
     # ------------------------------------------------------------------ definitions
     @staticmethod
@@ -109,16 +134,20 @@ class FlowService:
     # ------------------------------------------------------------------ instances
     def _instance(self, uow: UnitOfWork, wf: WorkflowDef, record_id: int, state: str | None = None,
                   for_update: bool = False) -> dict:
-        i = T.instances
-        q = select(i).where(i.c.app == uow.app.name, i.c.flow == wf.name, i.c.record_id == record_id)
-        row = uow.conn.execute(lock(q, uow.conn) if for_update else q).mappings().first()
+        stmts = _statements(uow.conn.dialect.name)
+        row = uow.conn.execute(stmts["find_locked" if for_update else "find"],
+                               {"app": uow.app.name, "flow": wf.name, "record_id": record_id}).mappings().first()
         if row is not None:
             return dict(row)
-        uow.conn.execute(i.insert().values(
-            app=uow.app.name, flow=wf.name, form=wf.form, record_id=record_id, state=state, status="active",
-            app_version=uow.app.version, app_digest=uow.app.digest, flow_digest=wf.digest,
-            started_at=to_db(uow.now), updated_at=to_db(uow.now)))
-        return dict(uow.conn.execute(lock(q, uow.conn) if for_update else q).mappings().one())
+        # the new row comes back from the INSERT (and is this transaction's, so locked already)
+        return dict(uow.conn.execute(stmts["insert"], self._instance_row(uow, wf, record_id, state)).mappings().one())
+
+    @staticmethod
+    def _instance_row(uow: UnitOfWork, wf: WorkflowDef, record_id: int, state: str | None) -> dict:
+        now = to_db(uow.now)
+        return {"app": uow.app.name, "flow": wf.name, "form": wf.form, "record_id": record_id, "state": state,
+                "status": "active", "app_version": uow.app.version, "app_digest": uow.app.digest,
+                "flow_digest": wf.digest, "started_at": now, "updated_at": now}
 
     def _wf_of(self, uow: UnitOfWork, inst: dict) -> WorkflowDef:
         return self.definition(uow, inst["flow"], inst["app_digest"], inst["flow_digest"])
@@ -145,19 +174,19 @@ class FlowService:
         return dict(rec)
 
     def _start_workflow(self, uow: UnitOfWork, wf: WorkflowDef, rec: Mapping[str, Any]) -> None:
-        i = T.instances
-        exists = uow.conn.execute(select(i.c.id).where(i.c.app == uow.app.name, i.c.flow == wf.name,
-                                                       i.c.record_id == rec["id"])).first()
-        if exists:
-            return
         state = rec.get("state")
         if not state or state not in wf.states:
             state = wf.initial
-            table = uow.service("records").table(uow.app, wf.form)
-            uow.conn.execute(update(table).where(table.c.id == rec["id"]).values(state=state))
+        row = self._instance_row(uow, wf, rec["id"], state)
+        inst_id = uow.conn.execute(_statements(uow.conn.dialect.name)["insert_new"], row).scalar()
+        if inst_id is None:
+            return   # started already (a record is started once)
+        inst = dict(row, id=inst_id, ended_at=None)
+        if rec.get("state") != state:
+            # a new record normally has its initial state already (on_saving); others get it here
+            uow.conn.execute(self._state_update(uow, wf.form), {"record_id": rec["id"], "state": state})
             if isinstance(rec, dict):
                 rec["state"] = state   # the event's record: later handlers (rules) see the state
-        inst = self._instance(uow, wf, rec["id"], state)
         rec = dict(rec, state=state)
         busy = self._busy(uow)
         key = (wf.form, rec["id"])
@@ -171,7 +200,19 @@ class FlowService:
             self._schedule_timed(uow, wf, inst, state)
         finally:
             busy.discard(key)
-        self._auto(uow, wf, rec["id"])
+        if any(t.auto is not None for t in wf.transitions.values()):
+            self._auto(uow, wf, rec["id"])   # (without automatic transitions it would only read the record again)
+
+    def _state_update(self, uow: UnitOfWork, form: str) -> Any:
+        key = (uow.app.digest, form)
+        stmt = self._state_updates.get(key)
+        if stmt is None:
+            table = uow.service("records").table(uow.app, form)
+            if len(self._state_updates) > 256:
+                self._state_updates.clear()
+            stmt = self._state_updates[key] = (update(table).where(table.c.id == bindparam("record_id"))
+                                               .values(state=bindparam("state")))
+        return stmt
 
     def start_flow(self, uow: UnitOfWork, flow: str, form: str, record_id: int) -> dict:
         """The rules engine's ``start_flow`` action: enrol in a journey (or start the workflow)."""
@@ -867,6 +908,19 @@ class FlowService:
         return adopt_existing(uow, self)
 
     # ------------------------------------------------------------------ events
+    def on_saving(self, event: Event, uow: UnitOfWork) -> None:
+        """``record.saving`` (before the INSERT, after the rules' pre-save phase): a record of a form
+        with a workflow is inserted in its initial state, so starting it on ``record.created`` needs
+        no UPDATE of the row just inserted.  Same rule as :meth:`_start_workflow`: a missing or
+        unknown state becomes the initial one."""
+        if not self.flows(uow.app):
+            return
+        wf = self.workflow_for(uow.app, event.form)
+        if wf is not None:
+            state = event.record.get("state")
+            if not state or state not in wf.states:
+                event.record["state"] = wf.initial
+
     def on_created(self, event: Event, uow: UnitOfWork) -> None:
         if not self.flows(uow.app):
             return

@@ -16,6 +16,7 @@ from sqlalchemy import select, update
 
 from engine import scheduler
 from engine.clock import from_db, to_db
+from engine.db import insert_ignore
 
 from . import tables as T
 from .common import history, iso, lock, record_env, run_actions, truthy
@@ -25,13 +26,43 @@ from .timeutil import WALL_CLOCK, Calendar
 TIMER_KIND = "flow.sla"
 
 
+_CALENDARS: dict[tuple, Calendar] = {}
+
+
 def calendar_for(app: Any, name: str | None):
     if not name:
         return WALL_CLOCK
     spec = (app.calendars or {}).get(name)
     if spec is None:
         return WALL_CLOCK
-    return Calendar.from_spec(name, spec, app.tz)
+    digest = getattr(app, "digest", None)
+    if digest is None:
+        return Calendar.from_spec(name, spec, app.tz)
+    key = (digest, name)   # the digest covers the calendars and the time zone
+    cal = _CALENDARS.get(key)
+    if cal is None:
+        if len(_CALENDARS) > 256:
+            _CALENDARS.clear()
+        cal = _CALENDARS[key] = Calendar.from_spec(name, spec, app.tz)
+    return cal
+
+
+_STATEMENTS: dict[str, dict[str, Any]] = {}
+
+
+def _statements(dialect: str) -> dict[str, Any]:
+    """Clock statements built once per dialect, values passed as parameters."""
+    stmts = _STATEMENTS.get(dialect)
+    if stmts is None:
+        c = T.sla_clocks
+        stmts = _STATEMENTS[dialect] = {
+            "insert": c.insert().returning(c),
+            # a new record's clock: started once per record, flow and SLA (the unique key); the row
+            # comes back from the INSERT, none if the clock exists already
+            "insert_new": insert_ignore(c, ("app", "form", "record_id", "flow", "sla"), dialect,
+                                        returning=tuple(c.c.keys())),
+        }
+    return stmts
 
 
 def _key_prefix(app: str, clock_id: int) -> str:
@@ -91,12 +122,15 @@ def _cancel(uow: Any, clock: dict) -> None:
 def _save(uow: Any, clock_id: int, **values: Any) -> dict:
     c = T.sla_clocks
     values = {k: (to_db(v) if isinstance(v, dt.datetime) else v) for k, v in values.items()}
-    uow.conn.execute(update(c).where(c.c.id == clock_id).values(updated_at=to_db(uow.now), **values))
-    return dict(uow.conn.execute(select(c).where(c.c.id == clock_id)).mappings().one())
+    return dict(uow.conn.execute(update(c).where(c.c.id == clock_id).values(updated_at=to_db(uow.now), **values)
+                                 .returning(c)).mappings().one())
 
 
-def start(uow: Any, wf: WorkflowDef, sla: SlaDef, rec: Mapping[str, Any], existing: dict | None) -> dict | None:
-    """Start (or restart) the clock of ``sla`` for ``rec`` now."""
+def start(uow: Any, wf: WorkflowDef, sla: SlaDef, rec: Mapping[str, Any], existing: dict | None, *,
+          if_absent: bool = False) -> dict | None:
+    """Start (or restart) the clock of ``sla`` for ``rec`` now.
+
+    ``if_absent`` (no ``existing``): only if the record has no clock of ``sla`` yet; None if it has."""
     within = _target(uow, wf, sla, rec)
     if within is None:
         return None
@@ -108,13 +142,16 @@ def start(uow: Any, wf: WorkflowDef, sla: SlaDef, rec: Mapping[str, Any], existi
                   updated_at=to_db(uow.now))
     c = T.sla_clocks
     if existing is None:
-        clock_id = uow.conn.execute(c.insert().values(app=uow.app.name, form=wf.form, record_id=rec["id"], flow=wf.name,
-                                                      sla=sla.name, gen=1, **values).returning(c.c.id)).scalar_one()
+        stmt = _statements(uow.conn.dialect.name)["insert_new" if if_absent else "insert"]
+        row = uow.conn.execute(stmt, dict(values, app=uow.app.name, form=wf.form, record_id=rec["id"], flow=wf.name,
+                                          sla=sla.name, gen=1)).mappings().first()
+        if row is None:
+            return None   # if_absent: the record has this clock already
+        clock = dict(row)
     else:
-        clock_id = existing["id"]
         _cancel(uow, existing)
-        uow.conn.execute(update(c).where(c.c.id == clock_id).values(gen=existing["gen"] + 1, **values))
-    clock = dict(uow.conn.execute(select(c).where(c.c.id == clock_id)).mappings().one())
+        clock = dict(uow.conn.execute(update(c).where(c.c.id == existing["id"]).values(gen=existing["gen"] + 1, **values)
+                                      .returning(c)).mappings().one())
     _schedule(uow, clock, sla)
     history(uow, wf.form, rec["id"], "sla", {"sla": sla.name, "event": "started", "due_at": iso(due)})
     _set_due_field(uow, wf, sla, rec["id"], due)
@@ -163,9 +200,7 @@ def on_created(uow: Any, wf: WorkflowDef, rec: Mapping[str, Any]) -> None:
         if wf.stops(sla, rec.get("state")):
             continue   # e.g. an imported record that is already closed
         if "created" in sla.start_on or rec.get("state") in sla.start_on:
-            existing = clocks_of(uow, wf.form, rec["id"], wf.name)
-            if not any(c["sla"] == sla.name for c in existing):
-                start(uow, wf, sla, rec, None)
+            start(uow, wf, sla, rec, None, if_absent=True)   # unless the record has this clock already
 
 
 def on_state(uow: Any, wf: WorkflowDef, rec: Mapping[str, Any], old_state: str | None, new_state: str | None) -> None:

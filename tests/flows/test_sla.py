@@ -168,3 +168,40 @@ def test_an_imported_closed_record_starts_no_clock(rt, app):
         assert conn.execute(select(T.sla_clocks).where(T.sla_clocks.c.record_id == rec["id"])).all() == []
     tick(rt, local(2026, 12, 1, 12, 0))
     assert load(rt, rec["id"])["escalation_level"] is None
+
+
+def _counts(rt, rid):
+    from sqlalchemy import func
+    from engine import platform as P
+    with rt.db.read() as conn:
+        return {name: conn.execute(select(func.count()).select_from(t).where(t.c.record_id == rid)).scalar()
+                for name, t in (("instances", T.instances), ("clocks", T.sla_clocks), ("timers", P.timers),
+                                ("history", P.history))}
+
+
+def test_a_new_record_is_inserted_in_its_initial_state_and_started_once(rt, app):
+    from sqlalchemy import event
+    seen = []
+    rt.bus.subscribe("record.saving", lambda e, u: seen.append(e.record.get("state")), order=50)   # the rules' phase
+    statements = []
+
+    def count(conn, cursor, statement, *a):
+        statements.append(statement)
+    event.listen(rt.db.engine, "before_cursor_execute", count)
+    try:
+        rec = create(rt, subject="Brakes", dealer="D1", severity="high")
+    finally:
+        event.remove(rt.db.engine, "before_cursor_execute", count)
+    assert seen == [None]                         # the pre-save phase sees the record as given
+    assert rec["state"] == "new" and load(rt, rec["id"])["state"] == "new"
+    assert not [s for s in statements if "SET state" in s]   # inserted in its state, not updated into it
+    assert [s for s in statements if "INSERT INTO loom_flow_instances" in s]
+    before = _counts(rt, rec["id"])
+    assert before["instances"] == 1 and before["clocks"] == 2 and before["timers"] >= 3
+    with uow(rt) as u:
+        u.service("flows").start(u, "ticket", rec["id"])      # started already: nothing new
+    assert _counts(rt, rec["id"]) == before
+    with uow(rt) as u:                                        # an unknown state becomes the initial one
+        odd = u.service("records").create(u, "ticket", {"subject": "odd", "state": "bogus"}, trusted=True)
+    assert odd["state"] == "new" and load(rt, odd["id"])["state"] == "new"
+    assert _counts(rt, odd["id"])["instances"] == 1
