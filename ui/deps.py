@@ -1,20 +1,27 @@
 """Request plumbing shared by the JSON API and the HTML pages.
 
 * ``current_user``: the caller, from a bearer token (API) or the session
-  cookie (pages).  Every ``/api`` route depends on it, so none can be reached
+  cookie (pages).  Every ``/api`` route depends on it (or, for a create, on
+  ``api_token`` plus ``signed_in_unit_of_work``), so none can be reached
   without signing in.
-* ``read_uow`` / ``write_uow``: a unit of work in a read or write
-  transaction, committed when the route returns normally.
+* ``unit_of_work``: a unit of work in a read or write transaction, committed
+  when the route returns normally.
+* ``signed_in_unit_of_work``: the same, but the caller is looked up inside
+  that transaction (one connection and one transaction for a whole create).
 """
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 from typing import Iterator
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import OAuth2PasswordBearer
 
+from sqlalchemy.engine import Connection
+
 from engine.auth import User, user_for_token
+from engine.definitions import AppDef
 from engine.runtime import AppNotFound, Runtime
 from engine.uow import UnitOfWork
 
@@ -29,8 +36,14 @@ def runtime(request: Request) -> Runtime:
 SAFE_METHODS = {"GET", "HEAD", "OPTIONS"}
 
 
-def current_user(request: Request, token: str | None = Depends(oauth2)) -> User:
-    rt: Runtime = request.app.state.runtime
+async def api_token(request: Request, token: str | None = Depends(oauth2)) -> str:
+    """The caller's token, with every check that needs no database: a bearer
+    token, or the session cookie plus the CSRF header on a state-changing call.
+
+    Async and database-free, so it costs no worker thread; the token itself is
+    checked by ``current_user`` or inside ``signed_in_unit_of_work``.  Raising
+    here, as a dependency, keeps the order of answers: 403 (CSRF) and 401 (no
+    token) come before the body is validated and before any 404."""
     if not token and request.cookies.get(SESSION_COOKIE):
         # Signed in by the browser's session cookie: a state-changing call must also
         # echo the CSRF cookie in a header (double submit), as the HTML pages do.
@@ -42,13 +55,23 @@ def current_user(request: Request, token: str | None = Depends(oauth2)) -> User:
     if not token:
         raise HTTPException(401, "sign in first: POST /api/auth/token with username and password",
                             headers={"WWW-Authenticate": "Bearer"})
-    with rt.db.read() as conn:
-        user = user_for_token(conn, rt.clock.now(), token)
+    return token
+
+
+def _signed_in(request: Request, conn: Connection, now: dt.datetime, token: str) -> User:
+    """The token's user (not expired, not revoked, active) or 401."""
+    user = user_for_token(conn, now, token)
     if user is None:
         raise HTTPException(401, "your sign-in has expired or was revoked; sign in again",
                             headers={"WWW-Authenticate": "Bearer"})
     request.state.user = user
     return user
+
+
+def current_user(request: Request, token: str = Depends(api_token)) -> User:
+    rt: Runtime = request.app.state.runtime
+    with rt.db.read() as conn:
+        return _signed_in(request, conn, rt.clock.now(), token)
 
 
 def language(request: Request, user: User) -> str:
@@ -59,14 +82,64 @@ def language(request: Request, user: User) -> str:
     return "en" if lang.startswith("en") else "zh"
 
 
-@contextlib.contextmanager
-def unit_of_work(rt: Runtime, app_name: str, user: User, lang: str = "zh", write: bool = False) -> Iterator[UnitOfWork]:
+def installed_app(rt: Runtime, app_name: str, user: User) -> AppDef:
+    """The app, or 404 when it isn't installed or the user has no role in it (the same answer: no probing)."""
     try:
         app = rt.app(app_name)
     except AppNotFound:
-        raise HTTPException(404, f"no app '{app_name}' is installed") from None
-    if not user.is_system and not (user.roles & set(app.roles)) and "admin" not in user.roles:
+        app = None
+    return _usable(app, app_name, user)
+
+
+def _usable(app: AppDef | None, app_name: str, user: User) -> AppDef:
+    if app is None or not (user.is_system or user.roles & set(app.roles) or "admin" in user.roles):
         raise HTTPException(404, f"no app '{app_name}' is installed")
+    return app
+
+
+@contextlib.contextmanager
+def unit_of_work(rt: Runtime, app_name: str, user: User, lang: str = "zh", write: bool = False) -> Iterator[UnitOfWork]:
+    app = installed_app(rt, app_name, user)
     cm = rt.db.write() if write else rt.db.read()
     with cm as conn:
         yield UnitOfWork(rt, conn, app, user, rt.clock.now(), lang=lang)
+
+
+@contextlib.contextmanager
+def signed_in_unit_of_work(request: Request, app_name: str, token: str, write: bool = False) -> Iterator[UnitOfWork]:
+    """A unit of work whose caller is authenticated inside its own transaction.
+
+    ``current_user`` costs a route a connection and a read transaction of its
+    own (and a worker thread) before the route opens the transaction it works
+    in; here the token is looked up as the transaction's first statement, so a
+    create is one connection and one transaction.  Nothing is weakened:
+
+    * CSRF and "no token at all" are checked before, by the ``api_token``
+      dependency, as for every route;
+    * expiry, revocation and deactivation are the same query, at the unit of
+      work's own instant; a 401 raised here rolls back a transaction that has
+      written nothing;
+    * 401 still comes before 404 (unknown app, no role in it) and before any
+      check of the data, so a caller without a valid token learns nothing
+      about apps or records (a create's uniqueness errors, for one).  The only
+      answer that can precede a 401 is FastAPI's 422 for a body that is no
+      JSON object at all -- as for malformed JSON already;
+    * a database that can't be reached fails when the transaction begins: the
+      same 503.
+
+    On SQLite a write transaction takes the write lock (``BEGIN IMMEDIATE``)
+    before the token is checked, so a request with a bad token queues with the
+    writers for one indexed lookup -- the same as a failed sign-in does.  The
+    app definition is resolved before the transaction (it may load and compile
+    a package), and its 404 is raised only once the caller is known.
+    """
+    rt: Runtime = request.app.state.runtime
+    try:
+        app: AppDef | None = rt.app(app_name)
+    except AppNotFound:
+        app = None
+    cm = rt.db.write() if write else rt.db.read()
+    with cm as conn:
+        now = rt.clock.now()
+        user = _signed_in(request, conn, now, token)
+        yield UnitOfWork(rt, conn, _usable(app, app_name, user), user, now, lang=language(request, user))
