@@ -40,9 +40,10 @@ timeline shows why nothing was sent:
 * quiet hours -- ``quiet_hours: {start: "21:00", end: "08:00"}``: a message
   due inside the window waits until its end.
 
-Every message is an outbox row (``engine.outbox.enqueue``) written in the
-rule's transaction with a deterministic idempotency key, so a retried timer
-cannot queue it twice.
+Every message is an outbox row written in the rule's transaction with a
+deterministic idempotency key, so a retried timer cannot queue it twice; the
+rows of one ``notify`` go in with one statement (``engine.outbox.enqueue_rows``),
+which tells which keys were new, so a repeat is reported as ``duplicate``.
 """
 from __future__ import annotations
 
@@ -56,7 +57,7 @@ from sqlalchemy import func, select
 from engine import platform as P
 from engine.auth import User, list_users
 from engine.clock import to_db
-from engine.outbox import enqueue
+from engine.outbox import enqueue_rows, message_row, row_key
 
 from .actions.base import ActionCompiler, ActionError, Literal, RunContext
 from .durations import parse_duration, parse_time_of_day
@@ -226,7 +227,7 @@ class Recipient:
     def env(self) -> dict:
         if self.user is not None:
             return {**self.user.env(), "kind": "user"}
-        return {**{k: v for k, v in self.contact.items()}, "kind": "customer"}
+        return {**self.contact, "kind": "customer"}
 
 
 def _user_recipient(u: User) -> Recipient:
@@ -389,65 +390,111 @@ def idempotency_key(rc: RunContext, template: str, channel: str, recipient: str)
     return f"n:{rc.app.name}:{hashlib.sha256(raw.encode()).hexdigest()[:40]}"
 
 
+_APP_BLOCKS: dict[tuple, tuple[dict, dict]] = {}
+
+
+def _app_blocks(app: Any, lang: str) -> tuple[dict, dict]:
+    """The ``app`` (without its settings) and ``settings`` parts of a template context: they depend
+    only on the app version and the language, so they are computed once per (digest, language)."""
+    key = (app.digest, lang)
+    found = _APP_BLOCKS.get(key)
+    if found is None:
+        settings = {k: (v.get(lang) or v.get("zh") if isinstance(v, Mapping) and ("zh" in v or "en" in v) else v)
+                    for k, v in app.settings.items()}
+        found = ({"name": app.name, "title": app.title.get(lang) or app.title.get("zh"), "timezone": app.timezone},
+                 settings)
+        if len(_APP_BLOCKS) > 80:
+            _APP_BLOCKS.clear()
+        _APP_BLOCKS[key] = found
+    return found
+
+
 def template_context(rc: RunContext, r: Recipient, lang: str) -> dict:
-    env = rc.env()
-    ctx = {k: v for k, v in env.items() if k not in ("current_user",)}
-    local_now = rc.uow.now.astimezone(rc.app.tz)
-    ctx.update(
-        recipient=r.env(), now=local_now, today=local_now.date(), lang=lang,
-        app={"name": rc.app.name, "title": rc.app.title.get(lang) or rc.app.title.get("zh"), "settings": dict(rc.app.settings),
-             "timezone": rc.app.timezone},
-        settings={k: (v.get(lang) or v.get("zh") if isinstance(v, Mapping) and ("zh" in v or "en" in v) else v)
-                  for k, v in rc.app.settings.items()})
+    app = rc.app
+    ctx = dict(rc.env())
+    ctx.pop("current_user", None)
+    local_now = rc.uow.now.astimezone(app.tz)
+    app_block, settings = _app_blocks(app, lang)
+    # fresh (shallow) copies per message, as before: what one template does to them can't reach the next
+    ctx.update(recipient=r.env(), now=local_now, today=local_now.date(), lang=lang,
+               app={"name": app_block["name"], "title": app_block["title"], "settings": dict(app.settings),
+                    "timezone": app_block["timezone"]},
+               settings=dict(settings))
     return ctx
 
 
 def send(rc: RunContext, params: NotifyParams) -> dict | None:
+    """Queue ``params.template`` for each recipient; the result says, per message, whether it was
+    queued, suppressed (and why) or a duplicate of one already in the outbox.
+
+    The rows of one call are written together: one ``INSERT ... ON CONFLICT DO NOTHING`` (with
+    ``RETURNING idempotency_key`` when there are several, so duplicates are still told apart) --
+    and before a frequency-cap count, so the count sees the messages queued just before it.
+    """
     uow = rc.uow
     recipients = resolve_recipients(rc, params.to)
     if not recipients:
         return {"template": params.template, "sent": 0, "skipped": "no recipient (" +
                 ", ".join(s.describe() for s in params.to) + ")"}
-    results = []
-    for r in recipients:
-        channel = rc.evaluate(params.channel) if params.channel is not None else None
-        if channel not in CHANNELS:
-            channel = r.default_channel()
-        address = r.address(channel)
-        if address is None and params.channel is None and r.kind == "customer":
-            for alt in ("sms", "email"):      # the preferred channel has no address: fall back
-                if r.address(alt):
-                    channel, address = alt, r.address(alt)
-                    break
-        lang = r.language if r.language in ("zh", "en") else uow.app.default_language
-        try:
-            rendered = TEMPLATES.render(uow.app, params.template, channel, lang, template_context(rc, r, lang))
-        except TemplateProblem as exc:
-            raise ActionError(str(exc)) from None
-        due = uow.now + (params.delay or dt.timedelta())
-        status, reason = "queued", None
-        if address is None:
-            status, reason = "suppressed", f"no {channel} address for this recipient"
-        elif r.kind == "customer":
-            if rendered.kind == "marketing" and not r.contact.get("consent_marketing"):
-                status, reason = "suppressed", "no marketing consent (consent_marketing is not set)"
-            elif rendered.kind == "marketing" and r.contact.get("do_not_disturb"):
-                status, reason = "suppressed", "customer asked not to be disturbed"
-            else:
-                due = after_quiet_hours(uow.app, due)
-                capped = frequency_capped(rc, r, due)
-                if capped:
-                    status, reason = "suppressed", capped
-        key = idempotency_key(rc, params.template, channel, r.key)
-        queued = enqueue(uow.conn, app=uow.app.name, template=params.template, channel=channel,
-                         recipient=address or r.key, rendered=rendered.text, key=key, due_at=due, now=uow.now,
-                         subject=rendered.subject, lang=lang, kind=rendered.kind, status=status,
-                         recipient_kind="user" if r.kind == "user" else "customer", form=rc.form,
-                         record_id=rc.record_id, last_error=reason)
-        entry = {"to": r.name if r.kind == "user" else r.key, "channel": channel, "status": status if queued else "duplicate"}
-        if reason:
-            entry["reason"] = reason
-        if due != uow.now:
-            entry["due_at"] = due.isoformat()
-        results.append(entry)
+    results: list[dict] = []
+    pending: list[tuple[dict, str, tuple]] = []       # (result entry, its status if new, outbox row)
+    try:
+        for r in recipients:
+            channel = rc.evaluate(params.channel) if params.channel is not None else None
+            if channel not in CHANNELS:
+                channel = r.default_channel()
+            address = r.address(channel)
+            if address is None and params.channel is None and r.kind == "customer":
+                for alt in ("sms", "email"):      # the preferred channel has no address: fall back
+                    if r.address(alt):
+                        channel, address = alt, r.address(alt)
+                        break
+            lang = r.language if r.language in ("zh", "en") else uow.app.default_language
+            try:
+                rendered = TEMPLATES.render(uow.app, params.template, channel, lang, template_context(rc, r, lang))
+            except TemplateProblem as exc:
+                raise ActionError(str(exc)) from None
+            due = uow.now + (params.delay or dt.timedelta())
+            status, reason = "queued", None
+            if address is None:
+                status, reason = "suppressed", f"no {channel} address for this recipient"
+            elif r.kind == "customer":
+                if rendered.kind == "marketing" and not r.contact.get("consent_marketing"):
+                    status, reason = "suppressed", "no marketing consent (consent_marketing is not set)"
+                elif rendered.kind == "marketing" and r.contact.get("do_not_disturb"):
+                    status, reason = "suppressed", "customer asked not to be disturbed"
+                else:
+                    due = after_quiet_hours(uow.app, due)
+                    if pending and rc.app.frequency_cap:
+                        _write(uow.conn, pending)  # the count below must see them
+                    capped = frequency_capped(rc, r, due)
+                    if capped:
+                        status, reason = "suppressed", capped
+            key = idempotency_key(rc, params.template, channel, r.key)
+            row = message_row(app=uow.app.name, template=params.template, channel=channel,
+                              recipient=address or r.key, rendered=rendered.text, key=key, due_at=due, now=uow.now,
+                              subject=rendered.subject, lang=lang, kind=rendered.kind, status=status,
+                              recipient_kind="user" if r.kind == "user" else "customer", form=rc.form,
+                              record_id=rc.record_id, last_error=reason)
+            entry = {"to": r.name if r.kind == "user" else r.key, "channel": channel, "status": status}
+            if reason:
+                entry["reason"] = reason
+            if due != uow.now:
+                entry["due_at"] = due.isoformat()
+            results.append(entry)
+            pending.append((entry, status, row))
+    except ActionError:
+        _write(uow.conn, pending)    # as when each message was written as soon as it was made
+        raise
+    _write(uow.conn, pending)
     return {"template": params.template, "messages": results}
+
+
+def _write(conn: Any, pending: list[tuple[dict, str, tuple]]) -> None:
+    """Write the held rows with one statement; a row whose key was already there is a 'duplicate'."""
+    if not pending:
+        return
+    new = enqueue_rows(conn, [row for _, _, row in pending])
+    for entry, status, row in pending:
+        entry["status"] = status if row_key(row) in new else "duplicate"
+    pending.clear()

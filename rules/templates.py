@@ -73,8 +73,23 @@ def _fmt_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: Any = None) -> st
     return str(value)
 
 
+_DICT_ATTRIBUTES = frozenset(dir(dict))
+
+
 class _Sandbox(SandboxedEnvironment):
     """Missing values render empty (StrictUndefined off), but unsafe access fails loudly, not silently."""
+
+    def getattr(self, obj: Any, attribute: str) -> Any:
+        # ``record.name`` on a plain dict: jinja's own order is getattr() first -- an AttributeError
+        # raised and caught for every field read, most of a message's render -- then obj[name].  A
+        # plain dict has no attributes besides dict's own, so for any other name (and not a '_' one)
+        # that getattr() can only fail: go straight to the item, with the same result.
+        if type(obj) is dict and attribute not in _DICT_ATTRIBUTES and attribute[:1] != "_":
+            try:
+                return obj[attribute]
+            except KeyError:
+                return self.undefined(obj=obj, name=attribute)
+        return super().getattr(obj, attribute)
 
     def unsafe_undefined(self, obj: Any, attribute: str) -> Any:
         raise SecurityError(f"access to attribute {attribute!r} of {type(obj).__name__!r} object is unsafe")
@@ -185,8 +200,12 @@ def static_kind(tree: nodes.Template) -> str:
 # ---------------------------------------------------------------------------
 # rendering
 
+_UNSEEN = object()
+
+
 class Templates:
-    """Per app digest: one sandboxed environment and its compiled templates."""
+    """Per app digest: one sandboxed environment, its compiled templates (by path) and which file
+    serves a (name, channel, language)."""
 
     def __init__(self) -> None:
         self._by_digest: dict[str, tuple[SandboxedEnvironment, dict]] = {}
@@ -221,10 +240,13 @@ class Templates:
         return info.get("kind", "service") if isinstance(info, Mapping) else "service"
 
     def render(self, app: Any, name: str, channel: str | None, lang: str | None, context: Mapping[str, Any]) -> Rendered:
-        path = self.find(app, name, channel, lang)
+        env, compiled = self._env(app)
+        # the file for (name, channel, lang) depends only on the app version: looked up once
+        path = compiled.get((name, channel, lang), _UNSEEN)
+        if path is _UNSEEN:
+            path = compiled[(name, channel, lang)] = self.find(app, name, channel, lang)
         if path is None:
             raise TemplateProblem(f"template '{name}' has no file templates/{name}.<lang>.j2")
-        env, compiled = self._env(app)
         tmpl = compiled.get(path)
         if tmpl is None:
             try:

@@ -132,6 +132,107 @@ def test_idempotency_key_is_deterministic(rt, package_dir):
     assert idempotency_key(a, "t", "sms", "u") == idempotency_key(b, "t", "sms", "u") != idempotency_key(c, "t", "sms", "u")
 
 
+
+def _count_outbox_inserts(rt):
+    from sqlalchemy import event
+    seen = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if statement.lstrip().upper().startswith("INSERT INTO LOOM_OUTBOX"):
+            seen.append(statement)
+    event.listen(rt.db.engine, "before_cursor_execute", count)
+    return seen, lambda: event.remove(rt.db.engine, "before_cursor_execute", count)
+
+
+def _send(rt, s, params, record, occurrence):
+    from rules.actions.base import RunContext
+    from rules.notify import send
+    with rt.db.write() as conn:
+        rc = RunContext(s.uow(conn), "lead", record, trigger="created", source="r", occurrence=occurrence)
+        return send(rc, params)
+
+
+def test_messages_of_one_notify_go_in_with_one_insert_and_repeats_are_duplicates(rt, package_dir):
+    """Several recipients: one INSERT ... RETURNING per notify, and each message still says
+    whether it was queued or was already there (the same occurrence again: 'duplicate')."""
+    from rules.notify import NotifyParams, RecipientSpec
+    s, _ = _setup(rt, package_dir)
+    for name in ("rm_a", "rm_b"):
+        add_user(rt, name, ["regional"], region="east")
+    lead = s.create("lead", {"name": "x"})
+    params = NotifyParams("hello", (RecipientSpec("role", role="regional"),))
+    inserts, stop = _count_outbox_inserts(rt)
+    try:
+        first = _send(rt, s, params, lead, "o1")
+        assert [(m["to"], m["status"]) for m in first["messages"]] == [("rm_a", "queued"), ("rm_b", "queued")]
+        assert len(inserts) == 1
+        add_user(rt, "rm_c", ["regional"], region="east")
+        again = _send(rt, s, params, lead, "o1")                   # a retried timer, say
+        assert [(m["to"], m["status"]) for m in again["messages"]] == [
+            ("rm_a", "duplicate"), ("rm_b", "duplicate"), ("rm_c", "queued")]
+        assert len(inserts) == 2
+        # one recipient: one plain INSERT, the duplicate told by its row count
+        one = NotifyParams("hello", (RecipientSpec("owner"),))
+        owned = {**lead, "owner": "rm_a"}
+        assert _send(rt, s, one, owned, "o2")["messages"][0]["status"] == "queued"
+        assert _send(rt, s, one, owned, "o2")["messages"][0]["status"] == "duplicate"
+        assert len(inserts) == 4
+    finally:
+        stop()
+    msgs = outbox(rt, template="hello")
+    assert sorted(m["recipient"] for m in msgs) == ["rm_a", "rm_a", "rm_b", "rm_c"]
+    assert all(m["status"] == "queued" and m["rendered"].startswith("你好 rm_") for m in msgs)
+
+
+def test_frequency_cap_counts_the_messages_just_queued_by_the_same_notify(rt, package_dir):
+    """Two recipients of one notify share a phone: the second must see the first in its cap count."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: both
+        on: {created: referral}
+        actions:
+          - notify: {template: hello, to: [self, customer]}
+    """, cap="{per_customer: 1, per: 1d}", extra={"forms/referral.yaml": """\
+name: referral
+fields:
+  name: {type: text, required: true}
+  phone: {type: phone}
+  customer: {type: link, form: customer}
+"""})
+    s = Session(rt)
+    c = s.create("customer", {"name": "张", "phone": "13800000000"})
+    s.create("referral", {"name": "李", "phone": "13800000000", "customer": c["id"]})
+    assert [(m["recipient"], m["status"]) for m in outbox(rt)] == [("13800000000", "queued"),
+                                                                   ("13800000000", "suppressed")]
+    log = rule_log(rt, rule="both")[0]["actions"][0]["messages"]
+    assert [m["status"] for m in log] == ["queued", "suppressed"] and "frequency cap" in log[1]["reason"]
+
+
+def test_outbox_rows_written_as_driver_sql_are_stored_like_sqlalchemy_would():
+    """enqueue's one-row INSERT is driver SQL with the column types' own conversions (SQLite keeps
+    DateTime as text): the stored values must equal what the SQLAlchemy statement writes."""
+    from sqlalchemy import create_engine, select, text
+    from engine import outbox as O
+    from engine import platform as P
+    eng = create_engine("sqlite://")
+    P.outbox.metadata.create_all(eng, tables=[P.outbox])
+    now = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)              # microsecond 0: the tricky one
+    later = dt.datetime(2026, 11, 23, 3, 0, 0, 5, tzinfo=dt.timezone.utc)
+    args = dict(app="a", template="t", channel="sms", recipient="1", rendered="50% off", due_at=later, now=now,
+                lang="zh", recipient_kind="customer", form="lead", record_id=1, last_error=None)
+    with eng.begin() as conn:
+        assert O.enqueue(conn, key="k1", **args) is True
+        assert O.enqueue(conn, key="k1", **args) is False
+        conn.execute(O._insert_statement("sqlite"), dict(zip(O._COLUMNS, O.message_row(key="k2", **args))))
+        raw = [tuple(r) for r in conn.execute(text(
+            "SELECT due_at, created_at, rendered, typeof(due_at) FROM loom_outbox ORDER BY idempotency_key"))]
+        assert raw[0] == raw[1] and raw[0][0] == "2026-11-23 03:00:00.000005" and raw[0][1] == "2026-11-23 02:00:00.000000"
+        assert conn.execute(select(P.outbox.c.due_at).where(P.outbox.c.idempotency_key == "k1")).scalar() == \
+            later.replace(tzinfo=None)
+        assert O.enqueue_rows(conn, [O.message_row(key=k, **args) for k in ("k1", "k3", "k2", "k4")]) == {"k3", "k4"}
+        assert O.enqueue_rows(conn, []) == set()
+
+
 # -- the template sandbox -------------------------------------------------------------
 
 def _app(files: dict):
@@ -156,6 +257,24 @@ def test_template_sandbox_refuses_escapes_with_clear_messages(source, expect):
     with pytest.raises(TemplateProblem) as exc:
         Templates().render(app, "t", None, "zh", {"x": "abc"})
     assert expect in str(exc.value) and "templates/t.zh.j2" in str(exc.value)
+
+
+def test_template_field_reads_on_plain_dicts_match_jinja():
+    """The sandbox reads ``record.name`` on a plain dict straight from the item; what a template
+    sees must be what jinja's getattr-then-item order gives, dict methods and '_' names included."""
+    from jinja2.exceptions import SecurityError
+    from jinja2.sandbox import SandboxedEnvironment
+    from rules.templates import make_environment
+    ours = make_environment({})
+    theirs = SandboxedEnvironment()
+    d = {"name": "n", "items": "shadowed", "_x": 1, "none": None}
+    for attr in ("name", "missing", "items", "keys", "_x", "none", "get"):
+        a, b = ours.getattr(d, attr), theirs.getattr(d, attr)
+        assert type(a) is type(b) and a == b, attr
+    with pytest.raises(SecurityError):
+        ours.getattr(d, "__class__")                 # as before: refused loudly
+    src = "{{ d.name }}|{{ d.missing }}|{{ d.items is callable }}|{{ d.keys()|list|length }}|{{ d.none }}"
+    assert ours.from_string(src).render(d=d) == "n||True|4|"
 
 
 def test_template_plain_text_vs_html_escaping():
