@@ -29,13 +29,12 @@ from sqlalchemy.engine import Connection
 
 from . import platform as P
 from .clock import to_db
+from .db import insert_ignore
 
 log = logging.getLogger("loom.outbox")
 MAX_ATTEMPTS = 6
 
 
-_INSERT: dict[str, Any] = {}
-_RETURNING: dict[str, Any] = {}
 _DRIVER: dict[tuple, tuple | None] = {}
 _PENDING = "loom_outbox_pending"   # conn.info key: rows queued by ``enqueue_batched`` in this batch, not yet written
 
@@ -43,14 +42,7 @@ _PENDING = "loom_outbox_pending"   # conn.info key: rows queued by ``enqueue_bat
 def _insert_statement(dialect: str):
     """``INSERT ... ON CONFLICT (idempotency_key) DO NOTHING``, built once per dialect:
     building ``insert().values(...)`` per message was most of a timer's cost."""
-    stmt = _INSERT.get(dialect)
-    if stmt is None:
-        if dialect == "postgresql":
-            from sqlalchemy.dialects.postgresql import insert
-        else:
-            from sqlalchemy.dialects.sqlite import insert
-        stmt = _INSERT[dialect] = insert(P.outbox).on_conflict_do_nothing(index_elements=["idempotency_key"])
-    return stmt
+    return insert_ignore(P.outbox, ("idempotency_key",), dialect)
 
 
 _COLUMNS = ("app", "template", "channel", "recipient", "rendered", "subject", "lang", "kind", "status",
@@ -137,9 +129,7 @@ def enqueue_rows(conn: Connection, rows: list[tuple]) -> set[str]:
             else:
                 inserted = conn.exec_driver_sql(sql, row).rowcount
         return {row[_KEY]} if inserted > 0 else set()
-    stmt = _RETURNING.get(conn.dialect.name)
-    if stmt is None:
-        stmt = _RETURNING[conn.dialect.name] = _insert_statement(conn.dialect.name).returning(P.outbox.c.idempotency_key)
+    stmt = insert_ignore(P.outbox, ("idempotency_key",), conn.dialect.name, returning=("idempotency_key",))
     # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT ("insertmanyvalues")
     return set(conn.execute(stmt, [dict(zip(_COLUMNS, r)) for r in rows]).scalars().all())
 
