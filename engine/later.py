@@ -33,6 +33,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import DBAPIError
 
 _PENDING = "loom_later"
 _COMPILED: dict[tuple, Any] = {}
@@ -47,7 +48,13 @@ def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> 
         return
     rows = params if isinstance(params, list) else [params]
     if rows:
-        pending.append(_render(conn, statement, rows))
+        dbapi_error = conn.dialect.loaded_dbapi.Error
+        try:
+            pending.append(_render(conn, statement, rows))
+        except dbapi_error as exc:
+            # quoting needs the live connection: a dropped one raises the driver's own error here,
+            # which must reach the caller as SQLAlchemy's (a dead database is a 503, not a 500)
+            raise DBAPIError.instance(str(statement), rows, exc, dbapi_error) from exc
 
 
 def _render(conn: Connection, statement: Any, rows: list[dict]) -> str:
@@ -118,7 +125,10 @@ def hold(conn: Connection) -> None:
 
 
 def release(conn: Connection) -> None:
-    conn.info.pop(_PENDING, None)
+    """Stop holding writes on ``conn``.  An invalidated connection (the server went away) is left
+    alone: touching it raises, and its state goes with the dead DBAPI connection anyway."""
+    if not conn.invalidated:
+        conn.info.pop(_PENDING, None)
 
 
 __all__ = ["write_later", "flush", "install", "hold", "release"]

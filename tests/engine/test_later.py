@@ -122,3 +122,16 @@ def test_outside_a_write_transaction_writes_at_once(db):
             write_later(conn, INSERT, {"tag": "direct", "body": "x", "data": None, "at": None})
             assert conn.execute(select(func.count()).select_from(notes)).scalar() == 1
     assert [r["tag"] for r in rows(db)] == ["direct"]
+
+
+def test_a_dropped_connection_is_reported_as_a_database_error(db):
+    """Held writes are quoted on the live connection: if it is gone, the caller gets SQLAlchemy's
+    OperationalError/InterfaceError (answered with 503), never the driver's raw exception."""
+    from sqlalchemy.exc import DBAPIError
+    if not db.url.startswith("postgresql"):
+        pytest.skip("SQLite writes at once: there is nothing held")
+    with pytest.raises(DBAPIError):
+        with db.write() as conn:
+            conn.connection.dbapi_connection.close()
+            write_later(conn, INSERT, {"tag": "x", "body": "x", "data": None, "at": None})
+    assert rows(db) == []
