@@ -69,13 +69,15 @@ def _render(conn: Connection, statement: Any, rows: list[dict]) -> str:
             got = _COMPILED.get(key)
             if got is None or got[0] is not statement:
                 compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))
-                got = _COMPILED[key] = (statement, compiled, dict(compiled._bind_processors))
-            _, compiled, processors = got
-            params = compiled.construct_params(row)
-            for name, value in params.items():
-                process = processors.get(name)
-                if process is not None:
-                    params[name] = process(value)
+                # the row's keys are the statement's parameter names (plain columns, our bindparams):
+                # the row can be used as it is, without SQLAlchemy's general construct_params()
+                plain = set(compiled.bind_names.values()) == set(keys) and not compiled.escaped_bind_names
+                got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain)
+            _, compiled, processors, plain = got
+            params = dict(row) if plain else compiled.construct_params(row)
+            for name, process in processors:
+                if name in params:
+                    params[name] = process(params[name])
             out.append(cur.mogrify(compiled.string, params).decode(encodings[dbapi.encoding]))
         return ";\n".join(out)
     finally:

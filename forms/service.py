@@ -61,6 +61,7 @@ class Records:
         self._lookup_fields: dict[tuple, FieldDef] = {}
         self._trees: dict[tuple, Any] = {}
         self._file_fields: dict[tuple, tuple[str, ...]] = {}
+        self._link_fields: dict[tuple, tuple[tuple[str, str], ...]] = {}
         # statements built once per (app digest, form): building a Core statement and its bind
         # parameters on every request was a visible share of an API create
         self._statements: dict[tuple, Any] = {}
@@ -160,15 +161,24 @@ class Records:
     # -- expression environment -----------------------------------------
     def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> dict:
         data = dict(rec)
-        for name, f in form.fields.items():
-            if f.type == "link" and isinstance(rec.get(name), int) and f.target_form in uow.app.forms:
-                data[name] = LinkedRecord(rec[name], lambda rid, t=f.target_form: self.load(uow.as_system(), t, rid))
+        for name, target in self._links(uow.app, form):
+            if isinstance(rec.get(name), int):
+                data[name] = LinkedRecord(rec[name], lambda rid, t=target: self.load(uow.as_system(), t, rid))
         data["record"] = rec
         data["current_user"] = uow.user.env()
         data["settings"] = dict(uow.app.settings)
         if old is not None:
             data["old"] = dict(old)
         return data
+
+    def _links(self, app: AppDef, form: FormDef) -> tuple:
+        """(field, target form) of the form's link fields, worked out once per app version."""
+        key = (app.digest, form.name)
+        got = self._link_fields.get(key)
+        if got is None:
+            got = self._link_fields[key] = tuple((n, f.target_form) for n, f in form.fields.items()
+                                                if f.type == "link" and f.target_form in app.forms)
+        return got
 
     def resolver(self, uow: UnitOfWork, form: FormDef, table: Table | None = None, joins: dict | None = None):
         """Map expression names to SQL for ``Expression.to_sql``.

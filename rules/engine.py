@@ -428,7 +428,12 @@ def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
     return out
 
 
+_PLAIN = (str, int, float, bool, type(None))
+
+
 def jsonable_deep(value: Any) -> Any:
+    if type(value) in _PLAIN:            # exact types first: most values are; a LinkRef (an int) is not
+        return value
     if isinstance(value, dict):
         return {str(k): jsonable_deep(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
