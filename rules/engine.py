@@ -32,7 +32,7 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 from engine import platform as P
-from engine.clock import to_db
+from engine.clock import from_db, to_db
 from engine.events import Event
 from engine.later import write_later
 from engine.expressions import ExpressionError
@@ -40,7 +40,7 @@ from engine.expressions import ExpressionError
 from .actions import execute
 from .actions.base import ActionError, RunContext, expr_paths, jsonable
 from .model import RuleDef, RuleSet
-from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, schedule_next_cron
+from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, schedule_following, schedule_next_cron
 
 log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
@@ -318,16 +318,29 @@ class RuleEngine:
 
     # -- timers ----------------------------------------------------------
     def on_date_timer(self, uow: Any, timer: dict) -> None:
-        rule = self.rule(uow.app, (timer.get("payload") or {}).get("rule", ""))
-        if rule is None or rule.trigger.kind != "date" or not rule.enabled:
+        """Fire a date rule, then schedule the next rule on the same date field (the chain of
+        :func:`rules.triggers.schedule_date_rules`) -- also when this one was removed or disabled
+        by an upgrade since, so that the rules after it still come."""
+        payload = timer.get("payload") or {}
+        rule = self.rule(uow.app, payload.get("rule", ""))
+        live = rule is not None and rule.trigger.kind == "date" and rule.enabled
+        form = rule.trigger.form if live else timer.get("form")
+        field = rule.trigger.date_field if live else payload.get("field")
+        if form is None or field is None or timer.get("record_id") is None:
             return
-        records = uow.service("records")
-        rec = records.load(uow, rule.trigger.form, int(timer["record_id"]))
+        rec = uow.service("records").load(uow, form, int(timer["record_id"]))
         if rec is None:
             return
-        if date_key(uow.app.name, rule, rec["id"], rec.get(rule.trigger.date_field)) != timer["key"]:
-            return   # the date changed since: a newer timer exists (or none is due)
-        self._fire(uow.deeper(), rule, rule.trigger.form, rec, trigger="date", occurrence=timer["key"])
+        if live:
+            if date_key(uow.app.name, rule, rec["id"], rec.get(field)) != timer["key"]:
+                return   # the date changed since: its new chain was scheduled then
+            self._fire(uow.deeper(), rule, form, rec, trigger="date", occurrence=timer["key"])
+            after = uow.service("records").load(uow, form, rec["id"])
+            if after is None or after.get(field) != rec.get(field):
+                return   # the rule changed the date (or deleted the record): the update rescheduled
+        chain = [r for r in self.ruleset(uow.app).for_event("date", form) if r.trigger.date_field == field]
+        if chain and timer.get("due_at") is not None:
+            schedule_following(uow, chain, rec, from_db(timer["due_at"]))
 
     def on_cron_timer(self, uow: Any, timer: dict) -> None:
         payload = timer.get("payload") or {}

@@ -229,23 +229,53 @@ def schedule_or_revive(conn: Any, *, app: str, kind: str, key: str, due_at: dt.d
         status="pending", due_at=to_db(due_at), attempts=0, last_error=None, payload=payload)).rowcount > 0
 
 
+def _next_due(app: Any, rules: Any, record: Mapping[str, Any], after: dt.datetime,
+              strict: bool = False) -> list[tuple[Any, dt.datetime]]:
+    """Per date field, the rules due soonest at or after ``after`` (``strict``: after it), all of
+    them if tied."""
+    best: dict[str, list] = {}
+    for rule in rules:
+        due = date_due(app, rule.trigger, record.get(rule.trigger.date_field))
+        if due is None or due < after or (strict and due == after):
+            continue
+        group = best.get(rule.trigger.date_field)
+        if group is None or due < group[0][1]:
+            best[rule.trigger.date_field] = [(rule, due)]
+        elif due == group[0][1]:
+            group.append((rule, due))
+    return [pair for group in best.values() for pair in group]
+
+
 def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], reschedule: Any = ()) -> list[str]:
-    """(Re)schedule several date rules' timers for one record with one INSERT; ``reschedule``: the
-    rules whose old timers must be cancelled first."""
+    """(Re)schedule the date rules of one record; ``reschedule``: the rules whose old timers must be
+    cancelled first.
+
+    The rules on one date field form a chain: only the one due first gets a timer now, and when it
+    fires the next one is scheduled (:func:`schedule_following`).  The CRM's lead has 3 rules on
+    ``assigned_at`` (3, 7 and 15 days): one timer row per lead instead of three -- on a create, and
+    in the timers table -- with the same keys, due times and exactly-once guarantee as before."""
     app = uow.app.name
     rid = record.get("id")
     if rid is None:
         return []
-    rows = []
     for rule in rules:
         if rule in reschedule:
             cancel(uow.conn, app=app, kind=DATE_TIMER, key_prefix=date_key_prefix(app, rule.name, rule.trigger.form, rid))
-        value = record.get(rule.trigger.date_field)
-        due = date_due(uow.app, rule.trigger, value)
-        if due is None or due < uow.now:
-            continue
-        rows.append(dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, value)[:255], due_at=to_db(due),
-                         payload={"rule": rule.name}, form=rule.trigger.form, record_id=rid, status="pending", attempts=0))
+    return _write_date_timers(uow, _next_due(uow.app, rules, record, uow.now), record)
+
+
+def schedule_following(uow: Any, rules: Any, record: Mapping[str, Any], fired_due: dt.datetime) -> list[str]:
+    """After a date timer due at ``fired_due`` fired: the timer(s) of the next rule(s) on the same
+    field -- even if already past (a worker that was down catches up, in order)."""
+    return _write_date_timers(uow, _next_due(uow.app, rules, record, fired_due, strict=True), record)
+
+
+def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any]) -> list[str]:
+    app = uow.app.name
+    rid = record["id"]
+    rows = [dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, record.get(rule.trigger.date_field))[:255],
+                 due_at=to_db(when), payload={"rule": rule.name, "field": rule.trigger.date_field},
+                 form=rule.trigger.form, record_id=rid, status="pending", attempts=0) for rule, when in due]
     if not rows:
         return []
     # new, or a cancelled timer with this key comes back (the date was set back to an old value);
@@ -289,7 +319,8 @@ def schedule_date_rule(uow: Any, rule: Any, record: Mapping[str, Any], reschedul
         return None
     key = date_key(app, rule, rid, value)
     schedule_or_revive(uow.conn, app=app, kind=DATE_TIMER, key=key, due_at=due,
-                       payload={"rule": rule.name}, form=rule.trigger.form, record_id=rid)
+                       payload={"rule": rule.name, "field": rule.trigger.date_field}, form=rule.trigger.form,
+                       record_id=rid)
     return key
 
 

@@ -278,3 +278,53 @@ def test_schedule_date_timers_after_a_bulk_load(rt, package_dir):
     with rt.db.write() as conn:
         assert rt.services["rules"].schedule_date_timers(s.uow(conn)) == 1
     assert [t["due_at"] for t in timers(rt, kind="rules.date")] == [dt.datetime(2026, 11, 26, 4, 0)]
+
+
+LADDER = """
+rules:
+  - name: step_15d
+    on: {date: lead, field: assigned_at, offset: 15d}
+    actions: [{add_tag: d15}]
+  - name: step_3d
+    on: {date: lead, field: assigned_at, offset: 3d}
+    actions: [{add_tag: d3}]
+  - name: step_7d
+    on: {date: lead, field: assigned_at, offset: 7d}
+    actions: [{add_tag: d7}]
+"""
+
+
+def test_date_rules_on_one_field_are_a_chain_fired_in_order(rt, package_dir):
+    """One timer per record and date field at a time; each firing schedules the next step, so a
+    worker that was down catches up in order, and a date change restarts the chain."""
+    setup_app(rt, package_dir, LADDER)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "a", "assigned_at": T0.isoformat()})
+    assert [(t["due_at"], t["payload"]["rule"]) for t in timers(rt, kind="rules.date", status="pending")] == [
+        (dt.datetime(2026, 11, 26, 2, 0), "step_3d")]
+    tick(rt, T0 + dt.timedelta(days=8))
+    assert s.load("lead", lead["id"])["tags"] == ["d3", "d7"]
+    assert [t["payload"]["rule"] for t in timers(rt, kind="rules.date", status="pending")] == ["step_15d"]
+    tick(rt, T0 + dt.timedelta(days=30))
+    assert s.load("lead", lead["id"])["tags"] == ["d3", "d7", "d15"]
+    assert [r["rule"] for r in rule_log(rt)] == ["step_3d", "step_7d", "step_15d"]
+    # a new date: the chain starts again from its first step still ahead
+    s.update("lead", lead["id"], {"assigned_at": (T0 + dt.timedelta(days=40)).isoformat()})
+    assert [t["payload"]["rule"] for t in timers(rt, kind="rules.date", status="pending")] == ["step_3d"]
+
+
+def test_a_chain_goes_on_when_a_step_is_removed_by_an_upgrade(rt, package_dir):
+    from engine.installer import install
+    from engine.package import read_package
+    from tests.rules.pkg import files
+    setup_app(rt, package_dir, LADDER)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "a", "assigned_at": T0.isoformat()})
+    f = files(LADDER.replace("""  - name: step_3d
+    on: {date: lead, field: assigned_at, offset: 3d}
+    actions: [{add_tag: d3}]
+""", ""))
+    f["app.yaml"] = f["app.yaml"].replace("version: 1.0.0", "version: 1.1.0")
+    install(rt, read_package(package_dir(f)))
+    tick(rt, T0 + dt.timedelta(days=20))
+    assert s.load("lead", lead["id"])["tags"] == ["d7", "d15"]
