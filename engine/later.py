@@ -41,20 +41,22 @@ _COMPILED: dict[tuple, Any] = {}
 
 def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> None:
     """Execute ``statement`` with ``params`` (one dict or a list of them) -- with the next statement
-    on ``conn`` when it is a PostgreSQL write transaction, else now."""
+    on ``conn`` when it is a PostgreSQL write transaction, else now.  ``statement`` is built once
+    (module level or cached): its compiled form is kept under its identity."""
+    if not params:
+        return
     pending = conn.info.get(_PENDING)
     if pending is None:
         conn.execute(statement, params)
         return
     rows = params if isinstance(params, list) else [params]
-    if rows:
-        dbapi_error = conn.dialect.loaded_dbapi.Error
-        try:
-            pending.append(_render(conn, statement, rows))
-        except dbapi_error as exc:
-            # quoting needs the live connection: a dropped one raises the driver's own error here,
-            # which must reach the caller as SQLAlchemy's (a dead database is a 503, not a 500)
-            raise DBAPIError.instance(str(statement), rows, exc, dbapi_error) from exc
+    dbapi_error = conn.dialect.loaded_dbapi.Error
+    try:
+        pending.append(_render(conn, statement, rows))
+    except dbapi_error as exc:
+        # quoting needs the live connection: a dropped one raises the driver's own error here,
+        # which must reach the caller as SQLAlchemy's (a dead database is a 503, not a 500)
+        raise DBAPIError.instance(str(statement), rows, exc, dbapi_error) from exc
 
 
 def _render(conn: Connection, statement: Any, rows: list[dict]) -> str:
