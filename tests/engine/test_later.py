@@ -130,8 +130,14 @@ def test_a_dropped_connection_is_reported_as_a_database_error(db):
     from sqlalchemy.exc import DBAPIError
     if not db.url.startswith("postgresql"):
         pytest.skip("SQLite writes at once: there is nothing held")
+    raised = []
     with pytest.raises(DBAPIError):
         with db.write() as conn:
             conn.connection.dbapi_connection.close()
-            write_later(conn, INSERT, {"tag": "x", "body": "x", "data": None, "at": None})
+            try:
+                write_later(conn, INSERT, {"tag": "x", "body": "x", "data": None, "at": None})
+            except Exception as exc:          # what write_later itself raises, before the rollback
+                raised.append(exc)
+                raise
+    assert raised and isinstance(raised[0], DBAPIError), raised
     assert rows(db) == []
