@@ -89,6 +89,14 @@ _HTML_MARKERS = (b"<!doctype html", b"<html", b"<head", b"<body", b"<script", b"
                  b"<meta", b"<a ", b"<img", b"<style", b"<title", b"<form", b"<frameset")
 
 
+# plain leading signatures; sniff() tries them after the checks that need more than a prefix
+_SIGNATURES = (
+    (b"%PDF-", PDF), ((b"PK\x03\x04", b"PK\x05\x06"), ZIP), (b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1", OLE),
+    (b"\x1f\x8b", GZIP), (b"7z\xbc\xaf\x27\x1c", SEVENZ), (b"Rar!\x1a\x07", RAR), (b"ID3", MP3),
+    (b"\x1a\x45\xdf\xa3", WEBM), (b"OggS", OGG), (b"#!AMR", AMR),
+)
+
+
 def sniff(head: bytes) -> Kind | None:
     """The kind of content starting with ``head``, or ``None`` if it has no signature we know."""
     if head.startswith(b"\x89PNG\r\n\x1a\n"):
@@ -112,26 +120,11 @@ def sniff(head: bytes) -> Kind | None:
         if brand in _AVIF_BRANDS:
             return AVIF
         return MP4
-    if head.startswith(b"%PDF-"):
-        return PDF
-    if head.startswith((b"PK\x03\x04", b"PK\x05\x06")):
-        return ZIP
-    if head.startswith(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"):
-        return OLE
-    if head.startswith(b"\x1f\x8b"):
-        return GZIP
-    if head.startswith(b"7z\xbc\xaf\x27\x1c"):
-        return SEVENZ
-    if head.startswith(b"Rar!\x1a\x07"):
-        return RAR
-    if head.startswith(b"ID3") or (len(head) > 1 and head[0] == 0xFF and head[1] in (0xFB, 0xF3, 0xF2, 0xFA)):
+    for prefixes, kind in _SIGNATURES:
+        if head.startswith(prefixes):
+            return kind
+    if len(head) > 1 and head[0] == 0xFF and head[1] in (0xFB, 0xF3, 0xF2, 0xFA):     # MP3 frame without ID3
         return MP3
-    if head.startswith(b"\x1a\x45\xdf\xa3"):
-        return WEBM
-    if head.startswith(b"OggS"):
-        return OGG
-    if head.startswith(b"#!AMR"):
-        return AMR
     if head.startswith(b"MZ") or head.startswith(b"\x7fELF") or head[:4] in (
             b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe", b"\xca\xfe\xba\xbe"):
         return EXE
