@@ -334,10 +334,9 @@ class RuleEngine:
         if live:
             if date_key(uow.app.name, rule, rec["id"], rec.get(field)) != timer["key"]:
                 return   # the date changed since: its new chain was scheduled then
-            self._fire(uow.deeper(), rule, form, rec, trigger="date", occurrence=timer["key"])
-            after = uow.service("records").load(uow, form, rec["id"])
-            if after is None or after.get(field) != rec.get(field):
-                return   # the rule changed the date (or deleted the record): the update rescheduled
+            _, after, _ = self._fire(uow.deeper(), rule, form, rec, trigger="date", occurrence=timer["key"])
+            if after.get(field) != rec.get(field):
+                return   # the rule changed the date: that update rescheduled the chain
         chain = [r for r in self.ruleset(uow.app).for_event("date", form) if r.trigger.date_field == field]
         if chain and timer.get("due_at") is not None:
             schedule_following(uow, chain, rec, from_db(timer["due_at"]))
