@@ -161,7 +161,7 @@ class Records:
     # -- expression environment -----------------------------------------
     def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> dict:
         data = dict(rec)
-        for name, target in self._links(uow.app, form):
+        for name, target in self.link_fields(uow.app, form):
             if isinstance(rec.get(name), int):
                 data[name] = LinkedRecord(rec[name], lambda rid, t=target: self.load(uow.as_system(), t, rid))
         data["record"] = rec
@@ -171,7 +171,7 @@ class Records:
             data["old"] = dict(old)
         return data
 
-    def _links(self, app: AppDef, form: FormDef) -> tuple:
+    def link_fields(self, app: AppDef, form: FormDef) -> tuple:
         """(field, target form) of the form's link fields, worked out once per app version."""
         key = (app.digest, form.name)
         got = self._link_fields.get(key)

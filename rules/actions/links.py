@@ -95,13 +95,7 @@ def plain(value: Any) -> Any:
 
 def link_env(rc: Any, fd: Any, env: dict, record: Mapping) -> None:
     """Replace the link fields' ids in ``env`` (and ``env['record']``) with :class:`LinkRef`."""
-    links = getattr(fd, "_rules_links", None)
-    if links is None:
-        links = tuple((f.name, f.target_form) for f in fd.fields.values() if f.type == "link" and f.target_form)
-        try:
-            object.__setattr__(fd, "_rules_links", links)
-        except (AttributeError, TypeError):
-            pass
+    links = rc.records.link_fields(rc.uow.app, fd)
     if not links:
         return
     rec_view = dict(record)
