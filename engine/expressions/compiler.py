@@ -200,6 +200,10 @@ class Generator:
                 # aware, text vs number) sends the evaluation to the reference interpreter
                 lfirst, lagain = self.bind(l)
                 rfirst, ragain = self.bind(r)
+                if isinstance(rnode, CallNode):
+                    # both sides are evaluated first, as the reference interpreter does: a function's
+                    # error (days_between of a number) must not hide behind a None on the left
+                    return f"((({lfirst} is not None) & ({rfirst} is not None)) and {lagain} {op} {ragain})"
                 return f"({lfirst} is not None and {rfirst} is not None and {lagain} {op} {ragain})"
             return f"{_ORDER_HELPER[op]}({l}, {r}, _ctx)"
         neg = "not " if op == "not in" else ""

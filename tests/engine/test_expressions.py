@@ -500,6 +500,17 @@ def _same(a, b) -> bool:
     return type(x) is type(y) and x == y
 
 
+def test_a_function_error_is_not_hidden_by_a_none_on_the_other_side_of_a_comparison():
+    """Found by the property below: the compiled code skipped days_between() once the left side was
+    None and answered False, where the reference interpreter reports the bad argument."""
+    for source in ("i < days_between(i, c)", "(-(-(i < days_between(i, c) <= i)))"):
+        expr = compile_expression(source)
+        for evaluate in (expr.evaluate, expr.evaluate_reference):
+            with pytest.raises(ExpressionError, match="days_between"):
+                evaluate({"i": None, "c": 0}, CTX)
+        assert not expr.evaluate({"i": None, "c": None}, CTX)
+
+
 @settings(max_examples=int(os.environ.get("LOOM_HYPOTHESIS_EXAMPLES", "400")), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(EXPRESSIONS, ENV_VALUES)
 def test_compiled_agrees_with_reference(source, env):
