@@ -29,6 +29,7 @@ not applied to held rows).
 """
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from sqlalchemy import event
@@ -36,13 +37,31 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 _PENDING = "loom_later"
+_MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
 _COMPILED: dict[tuple, Any] = {}
+_ROW_TUPLE = re.compile(r"^(INSERT INTO .+? VALUES )(\((?:%\([^()]+\)s(?:::[A-Z]+)?(?:, )?)+\))( ON CONFLICT \([^()]+\) DO NOTHING)?(?: RETURNING .*)?$", re.S)
+
+
+class _Batch:
+    """Held rows of one INSERT (same statement, same columns): sent as one multi-row INSERT."""
+
+    __slots__ = ("key", "table", "head", "tail", "rows")
+
+    def __init__(self, key: tuple, table: str, head: str, tail: str):
+        self.key, self.table, self.head, self.tail, self.rows = key, table, head, tail, []
+
+    def text(self) -> str:
+        return self.head + ", ".join(self.rows) + self.tail
 
 
 def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> None:
     """Execute ``statement`` with ``params`` (one dict or a list of them) -- with the next statement
     on ``conn`` when it is a PostgreSQL write transaction, else now.  ``statement`` is built once
-    (module level or cached): its compiled form is kept under its identity."""
+    (module level or cached): its compiled form is kept under its identity.
+
+    Held rows of a plain INSERT (or ``ON CONFLICT DO NOTHING``) join the rows of the same INSERT
+    held before them, unless something else held since touches that table: two rule-log rows are
+    one statement for the server to plan and run, not two."""
     if not params:
         return
     pending = conn.info.get(_PENDING)
@@ -52,45 +71,94 @@ def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> 
     rows = params if isinstance(params, list) else [params]
     dbapi_error = conn.dialect.loaded_dbapi.Error
     try:
-        pending.append(_render(conn, statement, rows))
+        _hold(conn, pending, statement, rows)
     except dbapi_error as exc:
         # quoting needs the live connection: a dropped one raises the driver's own error here,
         # which must reach the caller as SQLAlchemy's (a dead database is a 503, not a 500)
         raise DBAPIError.instance(str(statement), rows, exc, dbapi_error) from exc
 
 
-def _render(conn: Connection, statement: Any, rows: list[dict]) -> str:
+def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
+    """(statement, SQL of one row, bind processors, row usable as is, multi-row parts or None),
+    compiled once per statement and set of columns."""
+    key = (id(statement), keys)
+    got = _COMPILED.get(key)
+    if got is None or got[0] is not statement:
+        compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))
+        # the row's keys are the statement's parameter names (plain columns, our bindparams):
+        # the row can be used as it is, without SQLAlchemy's general construct_params()
+        plain = set(compiled.bind_names.values()) == set(keys) and not compiled.escaped_bind_names
+        parts = None
+        m = _ROW_TUPLE.match(compiled.string) if getattr(statement, "is_insert", False) else None
+        if m is not None and plain:
+            parts = (statement.table.name, m.group(1), m.group(2), m.group(3) or "")
+        got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain, parts)
+    return got
+
+
+def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
     from psycopg2.extensions import encodings
     dbapi = conn.connection.dbapi_connection
+    encoding = encodings[dbapi.encoding]
     cur = dbapi.cursor()
     try:
-        out = []
         for row in rows:
             keys = tuple(sorted(row))
-            key = (id(statement), keys)
-            got = _COMPILED.get(key)
-            if got is None or got[0] is not statement:
-                compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))
-                # the row's keys are the statement's parameter names (plain columns, our bindparams):
-                # the row can be used as it is, without SQLAlchemy's general construct_params()
-                plain = set(compiled.bind_names.values()) == set(keys) and not compiled.escaped_bind_names
-                got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain)
-            _, compiled, processors, plain = got
+            _, compiled, processors, plain, parts = _compiled(conn, statement, keys)
             params = dict(row) if plain else compiled.construct_params(row)
             for name, process in processors:
                 if name in params:
                     params[name] = process(params[name])
-            out.append(cur.mogrify(compiled.string, params).decode(encodings[dbapi.encoding]))
-        return ";\n".join(out)
+            if parts is None:
+                touched = getattr(getattr(statement, "table", None), "name", None)
+                pending.append((touched, cur.mogrify(compiled.string, params).decode(encoding)))
+                continue
+            table, head, one_row, tail = parts
+            batch = _batch_for(pending, (id(statement), keys), table)
+            if batch is None:
+                batch = _Batch((id(statement), keys), table, head, tail)
+                pending.append((table, batch))
+            batch.rows.append(cur.mogrify(one_row, params).decode(encoding))
     finally:
         cur.close()
+
+
+def _batch_for(pending: list, key: tuple, table: str) -> "_Batch | None":
+    """The held batch new rows of ``key`` may join: the latest one, if nothing held after it
+    touches ``table`` (a held statement whose table is unknown counts as touching every table)."""
+    for touched, entry in reversed(pending):
+        if isinstance(entry, _Batch) and entry.key == key:
+            return entry
+        if touched is None or touched == table:
+            return None
+    return None
+
+
+def holding(conn: Connection) -> bool:
+    """Whether writes on ``conn`` are held (a PostgreSQL write transaction) rather than run at once."""
+    return conn.info.get(_PENDING) is not None
+
+
+def made_here(conn: Connection, fact: Any, add: bool = False) -> bool:
+    """Whether ``fact`` was recorded for this PostgreSQL write transaction (``add``: record it now).
+    Outside one (SQLite, reads) nothing is recorded and the answer is always False.
+
+    Used for what only this transaction can know cheaply: a record inserted in it (no other
+    transaction can have written rows keyed by its id -- ``engine.outbox.enqueue_fresh``)."""
+    made = conn.info.get(_MADE)
+    if made is None:
+        return False
+    if add:
+        made.add(fact)
+        return True
+    return fact in made
 
 
 def _take(conn: Connection) -> str | None:
     pending = conn.info.get(_PENDING)
     if not pending:
         return None
-    text = ";\n".join(pending)
+    text = ";\n".join(entry if isinstance(entry, str) else entry.text() for _, entry in pending)
     pending.clear()
     return text
 
@@ -126,6 +194,7 @@ def hold(conn: Connection) -> None:
     """Start holding writes on ``conn`` (a PostgreSQL write transaction)."""
     if conn.dialect.name == "postgresql":
         conn.info[_PENDING] = []
+        conn.info[_MADE] = set()
 
 
 def release(conn: Connection) -> None:
@@ -133,6 +202,7 @@ def release(conn: Connection) -> None:
     alone: touching it raises, and its state goes with the dead DBAPI connection anyway."""
     if not conn.invalidated:
         conn.info.pop(_PENDING, None)
+        conn.info.pop(_MADE, None)
 
 
-__all__ = ["write_later", "flush", "install", "hold", "release"]
+__all__ = ["write_later", "holding", "made_here", "flush", "install", "hold", "release"]

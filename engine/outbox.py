@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from . import platform as P
 from .clock import to_db
 from .db import insert_ignore
+from .later import holding, made_here, write_later
 
 log = logging.getLogger("loom.outbox")
 MAX_ATTEMPTS = 6
@@ -132,6 +133,25 @@ def enqueue_rows(conn: Connection, rows: list[tuple]) -> set[str]:
     stmt = insert_ignore(P.outbox, ("idempotency_key",), conn.dialect.name, returning=("idempotency_key",))
     # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT ("insertmanyvalues")
     return set(conn.execute(stmt, [dict(zip(_COLUMNS, r)) for r in rows]).scalars().all())
+
+
+def enqueue_fresh(conn: Connection, rows: list[tuple]) -> set[str]:
+    """``enqueue_rows`` for rows whose keys no other transaction can have written: messages about a
+    record inserted in this transaction (their keys contain its new id).  Their INSERT is held
+    (``engine.later``: it goes with the next statement instead of costing a round trip); a key
+    repeated within this transaction is told apart here, as the database would tell it.  The
+    held INSERT still ignores conflicts, so a key that does exist is never written twice."""
+    if not rows or not holding(conn) or conn.info.get(_PENDING) is not None:
+        return enqueue_rows(conn, rows)
+    new, fresh = set(), []
+    for row in rows:
+        key = row[_KEY]
+        if key not in new and not made_here(conn, ("outbox", key)):
+            new.add(key)
+            fresh.append(row)
+            made_here(conn, ("outbox", key), add=True)
+    write_later(conn, _insert_statement(conn.dialect.name), [dict(zip(_COLUMNS, r)) for r in fresh])
+    return new
 
 
 def enqueue_batched(conn: Connection, *, app: str, template: str, channel: str, recipient: str, rendered: str,

@@ -91,6 +91,9 @@ history = Table(
     Column("comment", Text),
     Index("ix_loom_history_record", "app", "form", "record_id"),
 )
+# one statement object for every timeline line (values passed as parameters): compiled once, and
+# lines held by ``engine.later`` from any engine join one multi-row INSERT
+HISTORY_INSERT = history.insert()
 
 timers = Table(
     "loom_timers", metadata,

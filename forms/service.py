@@ -21,7 +21,7 @@ from engine.crypto import mask
 from engine.definitions import AppDef
 from engine.errors import Forbidden, NotFound, RecordInvalid
 from engine.events import Event
-from engine.later import write_later
+from engine.later import made_here, write_later
 from engine.expressions import ExpressionError
 from engine.uow import MAX_DEPTH, UnitOfWork
 
@@ -49,8 +49,6 @@ def _err(field: str | None, code: str, message: str) -> dict:
 def _bilingual(zh: str, en: str) -> dict:
     return {"zh": zh, "en": en}
 
-
-_HISTORY_INSERT = P.history.insert()   # values passed as parameters: one compiled statement
 
 class Records:
     """Create, read, update, delete and list records of any form."""
@@ -159,17 +157,27 @@ class Records:
         return any("view_pii" in uow.app.roles[r].permissions for r in uow.user.roles if r in uow.app.roles)
 
     # -- expression environment -----------------------------------------
-    def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None) -> dict:
+    def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None,
+            pending: "_PendingLookups | None" = None) -> dict:
+        """The names a form's expressions see for ``rec``.  ``pending``: link fields of a record about
+        to be inserted whose look-up is left to the INSERT -- reading one runs it now."""
         data = dict(rec)
         for name, target in self.link_fields(uow.app, form):
             if isinstance(rec.get(name), int):
-                data[name] = LinkedRecord(rec[name], lambda rid, t=target: self.load(uow.as_system(), t, rid))
+                data[name] = self.linked(uow, target, rec[name])
         data["record"] = rec
+        if pending:
+            data = _Resolving(data, pending)
+            data["record"] = _Resolving(rec, pending)
         data["current_user"] = uow.user.env()
         data["settings"] = dict(uow.app.settings)
         if old is not None:
             data["old"] = dict(old)
         return data
+
+    def linked(self, uow: UnitOfWork, target: str, record_id: int) -> "LinkedRecord":
+        """A link's value in an expression: the id, and the linked record's fields on first use."""
+        return LinkedRecord(record_id, lambda rid, t=target: self.load(uow.as_system(), t, rid))
 
     def link_fields(self, app: AppDef, form: FormDef) -> tuple:
         """(field, target form) of the form's link fields, worked out once per app version."""
@@ -254,6 +262,12 @@ class Records:
             stmt = self._statements[key] = self.base_select(uow.app, form, table).where(table.c.id == bindparam("record_id"))
         row = uow.conn.execute(stmt, {"record_id": record_id}).mappings().first()
         return self.decode(form, row) if row else None
+
+    @staticmethod
+    def created_here(uow: UnitOfWork, form_name: str, record_id: Any) -> bool:
+        """Whether the record was inserted by this (PostgreSQL write) transaction -- so no other
+        transaction can have written rows keyed by its id.  False when not known (SQLite)."""
+        return record_id is not None and made_here(uow.conn, ("record", uow.app.name, form_name, record_id))
 
     def base_select(self, app: AppDef, form: FormDef, table: Table) -> Select:
         """``SELECT *`` plus each lookup field as a correlated subquery (one query, no N+1)."""
@@ -374,8 +388,8 @@ class Records:
             rec["state"] = data["state"]
         self._apply_defaults(uow, form, rec, values)
         self._compute_formulas(uow, form, rec)
-        by, verified = self._before_insert(uow, form, rec, values, g) if not errors else ({}, {})
-        errors += self._check_record(uow, form, rec, None, table, verified=verified)
+        by, verified, pending = self._before_insert(uow, form, rec, values, g) if not errors else ({}, {}, None)
+        errors += self._check_record(uow, form, rec, None, table, verified=verified, pending=pending)
         if errors:
             raise RecordInvalid([dict(e, message=f"{by[e['field']]}: {e['message']}") if e.get("field") in by else e
                                  for e in errors])
@@ -385,12 +399,16 @@ class Records:
                    owner=rec["owner"], state=rec.get("state"))
         if parent_id is not None:
             row["parent_id"] = parent_id
-        key = ("insert", uow.app.digest, form.name)
-        insert = self._statements.get(key)
-        if insert is None:
-            insert = self._statements[key] = table.insert().returning(table.c.id)
-        new_id = uow.conn.execute(insert, row).scalar_one()
+        if pending:
+            new_id = self._insert_deferred(uow, form, table, row, rec, pending.lookups)
+        else:
+            key = ("insert", uow.app.digest, form.name)
+            insert = self._statements.get(key)
+            if insert is None:
+                insert = self._statements[key] = table.insert().returning(table.c.id)
+            new_id = uow.conn.execute(insert, row).scalar_one()
         rec["id"] = new_id
+        made_here(uow.conn, ("record", uow.app.name, form.name, new_id), add=True)
         if files:
             attach_files(uow, files, new_id)
         for fname, rows in children.items():
@@ -483,22 +501,47 @@ class Records:
         inserted (score, owner...), so it is inserted once instead of inserted and then updated.
         Handlers put ``event.data['set']`` (field -> JSON value, parsed like trusted input),
         ``['system']`` (owner/state), ``['by']`` (field -> who set it, to name it in errors) and
-        ``['verified']`` (link field -> the form a lookup in this transaction found its record in).
-        Returns ``(by, verified)``.  The record is checked afterwards with everything else."""
+        ``['verified']`` (link field -> the form a lookup in this transaction found its record in) and
+        ``['deferred']`` (link field -> a look-up whose SELECT goes into the INSERT, see ``_insert_deferred``).
+        Returns ``(by, verified, pending)``.  The record is checked afterwards with everything else."""
         if uow.depth >= MAX_DEPTH:
-            return {}, {}                 # _publish reports the loop after the insert is refused
+            return {}, {}, None           # _publish reports the loop after the insert is refused
         event = Event("record.saving", uow.app.name, form.name, rec, changed=frozenset(values))
         self.rt.bus.publish(event, uow.deeper())
         if not event.data:
-            return {}, {}
+            return {}, {}, None
         by = event.data.get("by") or {}
         parsed, errors, _ = self._parse_input(uow, form, event.data.get("set") or {}, g, True, creating=True)
         if errors:
             raise RecordInvalid([dict(e, message=f"{by.get(e.get('field'), 'rule')}: {e['message']}") for e in errors])
         rec.update(parsed)
         rec.update(event.data.get("system") or {})
-        self._compute_formulas(uow, form, rec)
-        return by, event.data.get("verified") or {}
+        verified = dict(event.data.get("verified") or {})
+        pending = _PendingLookups(self, uow, form, rec, dict(event.data.get("deferred") or {}), verified)
+        self._compute_formulas(uow, form, rec, pending)
+        return by, verified, pending
+
+    def _insert_deferred(self, uow: UnitOfWork, form: FormDef, table: Table, row: dict, rec: dict,
+                         deferred: Mapping[str, Any]) -> int:
+        """INSERT with link fields whose look-up the rules left to the database (``rules.phases``): each
+        is a ``(SELECT id ... LIMIT 1)`` subquery of the INSERT, its result read back with the new id --
+        no round trip of its own.  Nothing before the INSERT read those fields (a check that does runs
+        the look-up at once: ``_PendingLookups``), and a look-up finds a record that exists."""
+        names = tuple(sorted(deferred))
+        key = ("insert", uow.app.digest, form.name, tuple((n, id(deferred[n].query)) for n in names))
+        insert = self._statements.get(key)
+        if insert is None:
+            insert = self._statements[key] = (
+                table.insert().values({n: deferred[n].query.scalar_subquery() for n in names})
+                .returning(table.c.id, *(table.c[n] for n in names)))
+        params = {k: v for k, v in row.items() if k not in deferred}
+        for n in names:
+            params.update(deferred[n].params)
+        got = uow.conn.execute(insert, params).one()
+        for n, value in zip(names, got[1:]):
+            rec[n] = value
+            deferred[n].resolve(value)
+        return got[0]
 
     def _publish(self, uow: UnitOfWork, event: Event) -> None:
         if uow.depth >= MAX_DEPTH:
@@ -582,12 +625,12 @@ class Records:
             except (ExpressionError, FieldValueError):
                 rec[name] = None
 
-    def _compute_formulas(self, uow, form: FormDef, rec: dict) -> None:
+    def _compute_formulas(self, uow, form: FormDef, rec: dict, pending: "_PendingLookups | None" = None) -> None:
         env = None
         for name, f in form.fields.items():
             if f.formula is None:
                 continue
-            env = env or self.env(uow, form, rec)
+            env = env or self.env(uow, form, rec, pending=pending)
             try:
                 rec[name] = f.formula.evaluate(env, uow.eval_context())
             except ExpressionError:
@@ -595,11 +638,13 @@ class Records:
             env[name] = rec[name]
 
     def _check_record(self, uow, form: FormDef, rec: dict, old: dict | None, table: Table,
-                      only_changed: Iterable[str] | None = None, verified: Mapping[str, str] | None = None) -> list[dict]:
+                      only_changed: Iterable[str] | None = None, verified: Mapping[str, str] | None = None,
+                      pending: "_PendingLookups | None" = None) -> list[dict]:
         """Required fields, validations, unique values, and that links and users exist.  ``verified``:
-        link fields whose record a lookup found in this transaction (field -> form) -- not read again."""
+        link fields whose record a lookup found in this transaction (field -> form) -- not read again.
+        ``pending``: link fields whose look-up waits for the INSERT (run now if a check reads one)."""
         errors: list[dict] = []
-        env = self.env(uow, form, rec, old)
+        env = self.env(uow, form, rec, old, pending=pending)
         ctx = uow.eval_context()
 
         def truthy(expr) -> bool:
@@ -736,14 +781,14 @@ class Records:
         return _iso(value) if isinstance(value, dt.datetime) else value
 
     def _history(self, uow, form: FormDef, record_id: int, kind: str, changes: dict, comment: str | None = None) -> None:
-        # a timeline line is only recorded: it rides along with the next statement (engine.later)
-        write_later(uow.conn, _HISTORY_INSERT, {"app": uow.app.name, "form": form.name, "record_id": record_id, "at": to_db(uow.now),
-                                           "actor": uow.user.username, "kind": kind, "changes": changes, "comment": comment})
+        self.add_history(uow, form.name, record_id, kind, changes, comment)
 
     def add_history(self, uow, form_name: str, record_id: int, kind: str, changes: dict | None = None, comment: str | None = None) -> None:
-        """For other engines: a line on the record's timeline (transition, rule, message...)."""
-        write_later(uow.conn, _HISTORY_INSERT, {"app": uow.app.name, "form": form_name, "record_id": record_id, "at": to_db(uow.now),
-                                           "actor": uow.user.username, "kind": kind, "changes": changes or {}, "comment": comment})
+        """For other engines: a line on the record's timeline (transition, rule, message...).  A line
+        is only recorded, never read back in the request: it rides along with the next statement."""
+        write_later(uow.conn, P.HISTORY_INSERT, {"app": uow.app.name, "form": form_name, "record_id": record_id,
+                                                 "at": to_db(uow.now), "actor": uow.user.username, "kind": kind,
+                                                 "changes": changes or {}, "comment": comment})
 
     def history(self, uow, form_name: str, record_id: int, limit: int | None = None) -> list[dict]:
         """The record's history, oldest first; with ``limit``, only the newest ``limit`` entries (request paths)."""
@@ -754,6 +799,58 @@ class Records:
         else:
             rows = list(reversed(uow.conn.execute(q.order_by(h.c.id.desc()).limit(limit)).mappings().all()))
         return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": r["changes"], "comment": r["comment"]} for r in rows]
+
+
+class _PendingLookups:
+    """Link fields of a record about to be inserted whose look-up the rules left to its INSERT
+    (``rules.phases``): field -> the look-up (``query``, ``params``, ``resolve(value)``).  Until the
+    INSERT the record holds None there; an expression of the form that reads one of them (a
+    validation, a formula) runs its look-up at once, and it becomes an ordinary, verified value."""
+
+    def __init__(self, records: "Records", uow: UnitOfWork, form: FormDef, rec: dict, lookups: dict, verified: dict):
+        self.records, self.uow, self.form, self.rec = records, uow, form, rec
+        self.lookups, self.verified = lookups, verified
+        for name in lookups:
+            rec[name] = None                  # whatever the input said, the rule's look-up decides
+
+    def __bool__(self) -> bool:
+        return bool(self.lookups)
+
+    def __contains__(self, name: Any) -> bool:
+        return name in self.lookups
+
+    def resolve(self, name: str) -> Any:
+        lookup = self.lookups.pop(name)
+        value = self.uow.conn.execute(lookup.query, lookup.params).scalar()
+        lookup.resolve(value)
+        self.rec[name] = value
+        if value is not None:
+            self.verified[name] = self.form.fields[name].target_form
+        return value
+
+
+class _Resolving(dict):
+    """Names for the checks of a record with pending look-ups: reading one of those fields runs its
+    look-up (``_PendingLookups.resolve``) before the value is handed out."""
+
+    def __init__(self, data: Mapping[str, Any], pending: _PendingLookups):
+        super().__init__(data)
+        self._pending = pending
+
+    def _ready(self, key: Any) -> None:
+        if key in self._pending:
+            value = self._pending.resolve(key)
+            target = self._pending.form.fields[key].target_form
+            dict.__setitem__(self, key, value if value is None else
+                             self._pending.records.linked(self._pending.uow, target, value))
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        self._ready(key)
+        return dict.get(self, key, default)
+
+    def __getitem__(self, key: Any) -> Any:
+        self._ready(key)
+        return dict.__getitem__(self, key)
 
 
 class LinkedRecord(Mapping):

@@ -155,7 +155,7 @@ def compile_rules(ctx: CompileContext) -> None:
 def _infer_phases(ctx: CompileContext, rules: dict, tables: dict, forms: dict) -> None:
     """Set ``RuleDef.presave`` on ``created`` rules (see :mod:`rules.phases`); analysts write nothing."""
     from dataclasses import replace
-    from .phases import blocked_forms, presave_count, unsafe_fields
+    from .phases import blocked_forms, mark_deferrable_lookups, presave_count, unsafe_fields
     flows = ctx.out.get("flows") or {}
     blocked = blocked_forms(flows)
     unsafe: dict[str, set] = {}
@@ -168,6 +168,12 @@ def _infer_phases(ctx: CompileContext, rules: dict, tables: dict, forms: dict) -
         n = presave_count(rule, unsafe[form], tables)
         if n is not None:
             rules[name] = replace(rule, presave=n)
+    formdefs = ctx.out.get("forms") or {}
+    for form in unsafe:
+        created = sorted((r for r in rules.values() if r.enabled and r.trigger.kind == "created" and r.trigger.form == form),
+                         key=lambda r: r.sort_key)
+        if form in formdefs:
+            mark_deferrable_lookups(created, formdefs[form], tables)
 
 
 register_step("rules", 30, compile_rules)

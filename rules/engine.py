@@ -38,7 +38,7 @@ from engine.later import write_later
 from engine.expressions import ExpressionError
 
 from .actions import execute
-from .actions.base import ActionError, RunContext, expr_paths, jsonable
+from .actions.base import ActionError, DeferredLookup, RunContext, expr_paths, jsonable
 from .model import RuleDef, RuleSet
 from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, schedule_following, schedule_next_cron
 
@@ -46,7 +46,6 @@ log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
 # the rule log and its timeline lines are only recorded: they ride along with the next statement
 _LOG_INSERT = P.rule_log.insert()
-_LINE_INSERT = P.history.insert()
 # actions that write no timeline line of their own: rule lines before them can wait to be batched
 _QUIET = ("set", "decide", "assign", "add_tag", "remove_tag", "notify")
 
@@ -137,7 +136,8 @@ class RuleEngine:
         if carry is None:
             return
         if carry.pending or carry.pending_system:
-            event.data["set"] = {k: jsonable(v) for k, v in carry.pending.items()}
+            event.data["set"] = {k: jsonable(v) for k, v in carry.pending.items() if not isinstance(v, DeferredLookup)}
+            event.data["deferred"] = {k: v for k, v in carry.pending.items() if isinstance(v, DeferredLookup)}
             event.data["system"] = dict(carry.pending_system)
             event.data["by"] = by
             event.data["verified"] = {k: form for k, (form, found) in carry.verified.items()
@@ -267,7 +267,7 @@ class RuleEngine:
         """Write the timeline lines collected so far -- all of them, or only if ``before``'s actions
         may write lines of their own (tasks, flows...), so the timeline keeps the order things happened."""
         if lines and (before is None or any(a.kind not in _QUIET for a in before.actions)):
-            write_later(uow.conn, _LINE_INSERT, list(lines))
+            write_later(uow.conn, P.HISTORY_INSERT, list(lines))
             lines.clear()
 
     # -- firing ----------------------------------------------------------
@@ -456,6 +456,8 @@ def jsonable_deep(value: Any) -> Any:
         return float(value)
     if isinstance(value, (str, int, float, bool)) or value is None:
         return jsonable(value)
+    if isinstance(value, DeferredLookup) and value.resolved:
+        return value.value
     return str(value)
 
 

@@ -43,7 +43,10 @@ timeline shows why nothing was sent:
 Every message is an outbox row written in the rule's transaction with a
 deterministic idempotency key, so a retried timer cannot queue it twice; the
 rows of one ``notify`` go in with one statement (``engine.outbox.enqueue_rows``),
-which tells which keys were new, so a repeat is reported as ``duplicate``.
+which tells which keys were new, so a repeat is reported as ``duplicate``.  Messages
+about a record inserted in the same transaction can't repeat another transaction's
+(the key holds the new id): on PostgreSQL their INSERT rides along with the next
+statement (``engine.outbox.enqueue_fresh``) and repeats are told apart in memory.
 """
 from __future__ import annotations
 
@@ -57,7 +60,7 @@ from sqlalchemy import func, select
 from engine import platform as P
 from engine.auth import User, list_users
 from engine.clock import to_db
-from engine.outbox import enqueue_rows, message_row, row_key
+from engine.outbox import enqueue_fresh, enqueue_rows, message_row, row_key
 
 from .actions.base import ActionCompiler, ActionError, Literal, RunContext
 from .durations import parse_duration, parse_time_of_day
@@ -466,7 +469,7 @@ def send(rc: RunContext, params: NotifyParams) -> dict | None:
                 else:
                     due = after_quiet_hours(uow.app, due)
                     if pending and rc.app.frequency_cap:
-                        _write(uow.conn, pending)  # the count below must see them
+                        _write(rc, pending)        # the count below must see them
                     capped = frequency_capped(rc, r, due)
                     if capped:
                         status, reason = "suppressed", capped
@@ -484,17 +487,21 @@ def send(rc: RunContext, params: NotifyParams) -> dict | None:
             results.append(entry)
             pending.append((entry, status, row))
     except ActionError:
-        _write(uow.conn, pending)    # as when each message was written as soon as it was made
+        _write(rc, pending)          # as when each message was written as soon as it was made
         raise
-    _write(uow.conn, pending)
+    _write(rc, pending)
     return {"template": params.template, "messages": results}
 
 
-def _write(conn: Any, pending: list[tuple[dict, str, tuple]]) -> None:
-    """Write the held rows with one statement; a row whose key was already there is a 'duplicate'."""
+def _write(rc: RunContext, pending: list[tuple[dict, str, tuple]]) -> None:
+    """Write the held rows with one statement; a row whose key was already there is a 'duplicate'.
+    Messages about a record this transaction inserted can't be duplicates of another transaction's
+    (their keys hold its new id): their INSERT rides along with the next statement."""
     if not pending:
         return
-    new = enqueue_rows(conn, [row for _, _, row in pending])
+    rows = [row for _, _, row in pending]
+    fresh = rc.form is not None and rc.records.created_here(rc.uow, rc.form, rc.record_id)
+    new = enqueue_fresh(rc.uow.conn, rows) if fresh else enqueue_rows(rc.uow.conn, rows)
     for entry, status, row in pending:
         entry["status"] = status if row_key(row) in new else "duplicate"
     pending.clear()

@@ -18,6 +18,7 @@ five fields costs one UPDATE, one history line and one ``record.updated``.
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 from typing import Any, Callable, Iterable, Mapping
 
 from engine.definitions import CompileContext
@@ -327,11 +328,16 @@ class Lookup:
     """Id of the first ``form`` record whose fields equal the given values (None when none)."""
 
     names: tuple = ()
+    _serial = itertools.count()
 
     def __init__(self, form: str, conds: tuple):
         self.form, self.conds = form, conds
         self.names = tuple(n for _, e in conds for n in (getattr(e, "names", ()) or ()))
         self._query: tuple | None = None       # (app digest, statement, per-condition converters)
+        # parameter names of its own: the SELECT can be a subquery of a statement with other parameters
+        self._prefix = f"lookup{next(Lookup._serial)}_"
+        # set at compile time (rules.phases): in the pre-save phase, leave the SELECT to the INSERT
+        self.deferrable = False
 
     def _compiled(self, rc: "RunContext") -> tuple:
         """The SELECT, built once per app version, with one parameter per condition."""
@@ -346,23 +352,52 @@ class Lookup:
             for i, (field, _) in enumerate(self.conds):
                 f = fd.fields.get(field)
                 if f is not None and f.pii:
-                    q = q.where(table.c[f"{field}__bi"] == bindparam(f"v{i}"))
+                    q = q.where(table.c[f"{field}__bi"] == bindparam(f"{self._prefix}{i}"))
                     converters.append(lambda v, rc: rc.uow.runtime.keyring.blind_index(str(v)))
                 else:
-                    q = q.where(table.c[field] == bindparam(f"v{i}"))
+                    q = q.where(table.c[field] == bindparam(f"{self._prefix}{i}"))
                     converters.append((lambda v, rc, f=f: f.ftype.to_db(v, f.spec)) if f is not None else (lambda v, rc: v))
             got = self._query = (app.digest, q.order_by(table.c.id).limit(1), tuple(converters))
         return got
 
-    def evaluate_in(self, rc: "RunContext", env: Mapping) -> Any:
-        _, query, converters = self._compiled(rc)
+    def _params(self, rc: "RunContext", env: Mapping, converters: tuple) -> dict | None:
         params = {}
         for i, ((_, e), convert) in enumerate(zip(self.conds, converters)):
             v = rc.evaluate(e, env)
             if v is None:
                 return None
-            params[f"v{i}"] = convert(v, rc)
-        return rc.uow.conn.execute(query, params).scalar()
+            params[f"{self._prefix}{i}"] = convert(v, rc)
+        return params
+
+    def evaluate_in(self, rc: "RunContext", env: Mapping) -> Any:
+        _, query, converters = self._compiled(rc)
+        params = self._params(rc, env, converters)
+        return None if params is None else rc.uow.conn.execute(query, params).scalar()
+
+    def defer_in(self, rc: "RunContext", env: Mapping) -> "DeferredLookup | None":
+        """The look-up with its values worked out now and its SELECT left for later (None: a value is
+        missing, so there is nothing to look up)."""
+        _, query, converters = self._compiled(rc)
+        params = self._params(rc, env, converters)
+        return None if params is None else DeferredLookup(query, params)
+
+
+class DeferredLookup:
+    """A pre-save look-up left to the database: the record service puts its SELECT into the INSERT of
+    the record as a subquery and reads the result back with the new id (``resolve``)."""
+
+    __slots__ = ("query", "params", "value", "resolved")
+
+    def __init__(self, query: Any, params: dict):
+        self.query, self.params = query, params
+        self.value: Any = None
+        self.resolved = False
+
+    def resolve(self, value: Any) -> None:
+        self.value, self.resolved = value, True
+
+    def __repr__(self) -> str:
+        return f"DeferredLookup({self.value!r})" if self.resolved else "DeferredLookup(<before the INSERT>)"
 
 
 # ---------------------------------------------------------------------------
@@ -583,6 +618,8 @@ def jsonable(value: Any) -> Any:
     from .links import LinkRef
     if isinstance(value, LinkRef):
         return int(value)
+    if isinstance(value, DeferredLookup):     # for a log line: the id it found, once it is known
+        return value.value if value.resolved else value
     if isinstance(value, (dt.datetime, dt.date)):
         return value.isoformat()
     if isinstance(value, tuple):

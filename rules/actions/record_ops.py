@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Action, ActionCompiler, ActionError, Lookup, RunContext, register_action
+from .base import Action, ActionCompiler, ActionError, DeferredLookup, Lookup, RunContext, register_action
 
 _UNSETTABLE = ("id", "created_at", "updated_at", "created_by")
 
@@ -55,10 +55,11 @@ class SetAction(Action):
         if rc.record_id is None and not rc.presave:
             raise ActionError("there is no record to set values on")
         env = rc.env()
-        values = {name: rc.evaluate(e, env) for name, e in params}
+        values = {name: e.defer_in(rc, env) if rc.presave and isinstance(e, Lookup) and e.deferrable
+                  else rc.evaluate(e, env) for name, e in params}
         changed = {k: v for k, v in values.items() if rc.record.get(k) != v}
         for name, e in params:
-            if isinstance(e, Lookup) and values[name] is not None:
+            if isinstance(e, Lookup) and values[name] is not None and not isinstance(values[name], DeferredLookup):
                 rc.verified[name] = (e.form, values[name])
         for k, v in values.items():
             rc.stage(k, v)

@@ -141,3 +141,58 @@ def test_a_dropped_connection_is_reported_as_a_database_error(db):
                 raise
     assert raised and isinstance(raised[0], DBAPIError), raised
     assert rows(db) == []
+
+
+class Statements:
+    """The SQL texts sent to the database."""
+
+    def __init__(self, engine):
+        self.texts: list[str] = []
+        event.listen(engine, "after_cursor_execute", self.seen)
+
+    def seen(self, _conn, cursor, statement, *_a):
+        self.texts.append(statement)
+
+
+def test_held_rows_of_one_insert_go_as_one_multi_row_statement(db):
+    """Two rule-log rows held apart are one INSERT for the server to plan and run, not two --
+    with the awkward values intact and in the order they were held."""
+    if not db.url.startswith("postgresql"):
+        pytest.skip("SQLite writes at once: there is nothing held")
+    sent = Statements(db.engine)
+    with db.write() as conn:
+        write_later(conn, INSERT, [dict(r, tag=f"a{i}") for i, r in enumerate(AWKWARD[:2])])
+        write_later(conn, INSERT, [dict(r, tag=f"b{i}") for i, r in enumerate(AWKWARD[2:])])
+    text = "\n".join(sent.texts)
+    assert text.count("INSERT INTO t_later_notes") == 1, text
+    assert "RETURNING" not in text, "nobody reads a held row's id back"
+    got = rows(db)
+    assert [r["tag"] for r in got] == ["a0", "a1", "b0", "b1"]
+    assert [{k: v for k, v in r.items() if k != "tag"} for r in got] == \
+        [{k: v for k, v in r.items() if k != "tag"} for r in AWKWARD]
+
+
+def test_rows_held_around_a_change_to_their_table_keep_their_order(db):
+    """A row held after an UPDATE of its table is not moved before the UPDATE by joining the
+    batch held earlier: the UPDATE must not see it."""
+    from sqlalchemy import bindparam, update
+    if not db.url.startswith("postgresql"):
+        pytest.skip("SQLite writes at once: there is nothing held")
+    relabel = update(notes).where(notes.c.body == bindparam("old")).values(body="updated")
+    with db.write() as conn:
+        write_later(conn, INSERT, {"tag": "before", "body": "x", "data": None, "at": None})
+        write_later(conn, relabel, {"old": "x"})
+        write_later(conn, INSERT, {"tag": "after", "body": "x", "data": None, "at": None})
+    assert [(r["tag"], r["body"]) for r in rows(db)] == [("before", "updated"), ("after", "x")]
+
+
+def test_a_multi_row_insert_ignoring_conflicts_skips_duplicates_among_its_own_rows(db):
+    from sqlalchemy.dialects.postgresql import insert
+    if not db.url.startswith("postgresql"):
+        pytest.skip("SQLite writes at once: there is nothing held")
+    ignore = insert(notes).on_conflict_do_nothing(index_elements=["tag"])
+    with db.write() as conn:
+        write_later(conn, ignore, {"tag": "k", "body": "first", "data": None, "at": None})
+        write_later(conn, ignore, {"tag": "k", "body": "second", "data": None, "at": None})
+        write_later(conn, ignore, {"tag": "j", "body": "third", "data": None, "at": None})
+    assert [(r["tag"], r["body"]) for r in rows(db)] == [("k", "first"), ("j", "third")]

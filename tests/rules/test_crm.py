@@ -133,3 +133,21 @@ def test_scenario_3_low_survey_opens_a_complaint(api, crm):
     line = [x for x in history(rt, "survey", bad.json()["id"]) if x["kind"] == "rule"][0]
     assert line["changes"]["rule"] == "low_survey_complaint"
     assert line["changes"]["actions"][0] == {"action": "create", "form": "complaint", "id": c["id"]}
+
+
+def test_a_validation_sees_the_dealer_the_rules_looked_up_before_the_insert(api, crm):
+    """The CRM's lead validation reads ``dealer`` (a consultant may only register leads of their own
+    dealer); the assignment rule's dealer look-up is left to the INSERT, but a check that reads it
+    runs it first.  A D003 sales manager entering an east lead (assigned to a D001 consultant) is
+    refused, and nothing is written."""
+    rt, h = api.rt, crm["h"]
+    url = f"/api/apps/{APP}/lead"
+    count = len(_rows(rt, P.outbox))
+    r = api.http.post(url, headers=h["d003.sm"], json={"name": "跨店客户", "phone": "13800138999", "region": "east", "source": "walk_in"})
+    assert r.status_code == 422, r.text
+    err = r.json()["errors"][0]
+    assert err["field"] == "dealer" and "只能选择您所在的经销商" in err["message"]
+    records = rt.services["records"]
+    assert _rows(rt, records.table(rt.app(APP), "lead")) == [] and len(_rows(rt, P.outbox)) == count
+    ok = api.http.post(url, headers=h["d003.sm"], json={"name": "本店客户", "phone": "13800138998", "region": "south", "source": "walk_in"})
+    assert ok.status_code == 201 and ok.json()["dealer"] == crm["south"], ok.text

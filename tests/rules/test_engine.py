@@ -232,3 +232,66 @@ def test_created_rules_that_fill_in_fields_run_before_the_insert(rt, package_dir
         "hot", "needs_id", "level_watch"]
     assert [(r["rule"], r["record_id"]) for r in rule_log(rt)] == [
         ("hot", lead["id"]), ("needs_id", lead["id"]), ("level_watch", lead["id"])]
+
+
+class _Statements:
+    def __init__(self, rt):
+        from sqlalchemy import event
+        self.texts: list[str] = []
+        event.listen(rt.db.engine, "before_cursor_execute", self.seen)
+
+    def seen(self, _conn, _cursor, statement, *_a):
+        self.texts.append(statement)
+
+
+def test_a_lookup_before_the_insert_is_a_subquery_of_the_insert(rt, package_dir):
+    """A pre-save ``set`` of a link from a look-up that nothing reads before the INSERT costs no
+    statement of its own: the INSERT runs the SELECT and hands back its result with the new id."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: dealer_of_region
+        on: {created: lead}
+        when: "region != None"
+        actions:
+          - set: {dealer: {lookup: dealer, where: {region: region}}, note: "'routed'"}
+          - set: {level: "'B'"}
+    """)
+    rule = rt.app("shop").section("rules")["dealer_of_region"]
+    assert rule.presave == 2 and rule.actions[0].params[0][1].deferrable
+    s = Session(rt)
+    east = s.create("dealer", {"code": "E1", "region": "east"})
+    s.create("dealer", {"code": "E2", "region": "east"})             # not the first: never chosen
+    sent = _Statements(rt)
+    lead = s.create("lead", {"name": "x", "region": "east"})
+    assert lead["dealer"] == east["id"] and lead["note"] == "routed" and lead["level"] == "B"
+    reads = [t for t in sent.texts if "FROM shop__dealer" in t]
+    assert len(reads) == 1 and reads[0].lstrip().startswith("INSERT INTO shop__lead"), reads
+    nobody = s.create("lead", {"name": "y", "region": "north"})    # no dealer there: the link stays empty
+    assert nobody["dealer"] is None and nobody["note"] == "routed"
+    logged = {r["record_id"]: r["actions"] for r in rule_log(rt, rule="dealer_of_region")}
+    assert logged[lead["id"]][0] == {"action": "set", "set": {"dealer": east["id"], "note": "routed"}}
+    assert logged[nobody["id"]][0]["set"]["note"] == "routed"
+
+
+def test_a_lookup_a_later_rule_reads_before_the_insert_runs_at_once(rt, package_dir):
+    setup_app(rt, package_dir, """
+    rules:
+      - name: dealer_of_region
+        on: {created: lead}
+        priority: 1
+        actions:
+          - set: {dealer: {lookup: dealer, where: {region: region}}}
+      - name: dealer_known
+        on: {created: lead}
+        priority: 2
+        when: "dealer != None and dealer.code == 'S1'"
+        actions:
+          - set: {note: "'south dealer'"}
+    """)
+    rules = rt.app("shop").section("rules")
+    assert rules["dealer_known"].presave == 1
+    assert not rules["dealer_of_region"].actions[0].params[0][1].deferrable
+    s = Session(rt)
+    south = s.create("dealer", {"code": "S1", "region": "south"})
+    lead = s.create("lead", {"name": "x", "region": "south"})
+    assert lead["dealer"] == south["id"] and lead["note"] == "south dealer"

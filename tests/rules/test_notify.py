@@ -184,6 +184,45 @@ def test_messages_of_one_notify_go_in_with_one_insert_and_repeats_are_duplicates
     assert all(m["status"] == "queued" and m["rendered"].startswith("你好 rm_") for m in msgs)
 
 
+def test_messages_about_a_record_created_in_the_same_transaction_cost_no_round_trip(rt, package_dir):
+    """Their keys hold the new record's id, so no other transaction can have queued them: on
+    PostgreSQL their INSERT rides along with the next statement instead of being a round trip of its
+    own -- and a repeat within the transaction is still reported as a duplicate and written once."""
+    from sqlalchemy import event
+    from rules.actions.base import RunContext
+    from rules.notify import NotifyParams, RecipientSpec, send
+    s, _ = _setup(rt, package_dir)
+    add_user(rt, "rm_a", ["regional"], region="east")
+    one = NotifyParams("hello", (RecipientSpec("owner"),))
+    old = s.create("lead", {"name": "created earlier"}, owner="rm_a")
+
+    def notify_three_times(new: bool) -> tuple[list, int, dict]:
+        trips = []                      # round trips made for an outbox INSERT (not carried by another statement)
+
+        def seen(_conn, _cursor, statement, *_a):
+            if statement.split(";\n")[-1].lstrip().startswith("INSERT INTO loom_outbox"):
+                trips.append(statement)
+        with rt.db.write() as conn:
+            uow = s.uow(conn)
+            lead = rt.services["records"].create(uow, "lead", {"name": "x"}, trusted=True, owner="rm_a") if new else old
+            event.listen(rt.db.engine, "before_cursor_execute", seen)
+            try:
+                statuses = [send(RunContext(uow, "lead", lead, trigger="created", source="r", occurrence=occ), one)
+                            ["messages"][0]["status"] for occ in ("o1", "o1", "o2")]
+            finally:
+                event.remove(rt.db.engine, "before_cursor_execute", seen)
+        return statuses, len(trips), lead
+
+    earlier, earlier_trips, _ = notify_three_times(new=False)
+    fresh, fresh_trips, lead = notify_three_times(new=True)
+    assert earlier == fresh == ["queued", "duplicate", "queued"]
+    assert earlier_trips == 3
+    # SQLite runs in-process: there are no round trips to save, each INSERT runs at once
+    assert fresh_trips == (0 if rt.db.dialect == "postgresql" else 3)
+    msgs = outbox(rt, template="hello")
+    assert sorted(m["record_id"] for m in msgs) == sorted([old["id"], old["id"], lead["id"], lead["id"]])
+
+
 def test_frequency_cap_counts_the_messages_just_queued_by_the_same_notify(rt, package_dir):
     """Two recipients of one notify share a phone: the second must see the first in its cap count."""
     setup_app(rt, package_dir, """
