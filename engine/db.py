@@ -131,3 +131,22 @@ def insert_ignore(table: Any, conflict: tuple[str, ...], dialect: str, returning
             stmt = stmt.returning(*(table.c[c] for c in returning))
         _INSERT_IGNORE[key] = stmt
     return stmt
+
+
+_DRIVER_TEXT: dict[tuple, tuple] = {}
+
+
+def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
+    """Execute ``statement`` (built once, module level) as the driver's own SQL text, compiled once
+    per dialect: on a hot path SQLAlchemy's per-call work (cache key, parameter processing, result
+    metadata) costs more than a one-row primary-key read on the server.  Only for statements whose
+    parameters and result columns need no type processing (plain texts and numbers in, values the
+    driver decodes itself out); engine events still see the statement.  Returns the cursor result."""
+    key = (id(statement), conn.dialect.name)
+    got = _DRIVER_TEXT.get(key)
+    if got is None or got[0] is not statement:
+        compiled = statement.compile(dialect=conn.dialect)
+        # constants the statement carries (bound literals in a subquery) travel with every call
+        got = _DRIVER_TEXT[key] = (statement, str(compiled), {k: v for k, v in compiled.params.items() if v is not None})
+    _, text, constants = got
+    return conn.exec_driver_sql(text, {**constants, **params} if constants else params)

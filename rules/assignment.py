@@ -54,7 +54,7 @@ from sqlalchemy import bindparam, func, or_, select, update
 from engine import platform as P
 from engine.auth import User
 from engine.clock import from_db, to_db
-from engine.db import insert_ignore
+from engine.db import insert_ignore, run_driver
 from engine.directory import USERS_GENERATION
 from engine.later import write_later
 from engine.errors import Conflict, Forbidden
@@ -87,12 +87,17 @@ def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict, 
     params = {"c_app": app, "c_key": key[:200]}
     pg = conn.dialect.name == "postgresql"
     q = (_CURSOR_GEN_LOCKED if pg else _CURSOR_GEN) if generation else (_CURSOR_LOCKED if pg else _CURSOR)
-    row = conn.execute(q, params).first()
+
+    def read() -> Any:
+        if pg:      # psycopg2 decodes the JSON value itself: the statement needs no SQLAlchemy processing
+            return run_driver(conn, q, params).first()
+        return conn.execute(q, params).first()
+    row = read()
     if row is None:
         conn.execute(insert_ignore(cursors, ("app", "key"), conn.dialect.name),
                      {"app": app, "key": key[:200], "value": default, "updated_at": to_db(now)})
-        row = conn.execute(q, params).first()
-    return (dict(row[0] or {}), row[1]) if generation else dict(row.value or {})
+        row = read()
+    return (dict(row[0] or {}), row[1]) if generation else dict(row[0] or {})
 
 
 def save_cursor(conn: Any, app: str, key: str, now: dt.datetime, value: dict) -> None:

@@ -417,14 +417,34 @@ def _execute(rule: RuleDef, rc: RunContext, actions: Any, flush: bool = False) -
         raise ActionError(msg) from exc
 
 
+_INPUT_PATHS: dict[int, tuple] = {}
+
+
+def _input_paths(rule: RuleDef, fd: Any) -> tuple:
+    """(path, its name in the log, whether it shows a PII field) for each name the condition reads,
+    worked out once per rule (and form version)."""
+    got = _INPUT_PATHS.get(id(rule))
+    if got is None or got[0] is not rule or got[1] is not fd:
+        pii = {n for n, f in fd.fields.items() if f.pii} if fd is not None else set()
+        out = []
+        for path in sorted(expr_paths(rule.when)):
+            if not path or path[0] in ("current_user", "settings", "app", "true", "false", "null", "None", "True", "False"):
+                continue
+            record_path = path[0] in ("record", "old")
+            own = path[1] if record_path and len(path) > 1 else path[0]
+            masked = own in pii and len(path) <= (2 if record_path else 1)
+            out.append((path, ".".join(map(str, path)), masked))
+        if len(_INPUT_PATHS) > 2000:
+            _INPUT_PATHS.clear()
+        got = _INPUT_PATHS[id(rule)] = (rule, fd, tuple(out))
+    return got[2]
+
+
 def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
     """The values the condition read (PII fields masked), for the rule log."""
     from engine.crypto import mask
     out = {}
-    pii = {n for n, f in fd.fields.items() if f.pii} if fd is not None else set()
-    for path in sorted(expr_paths(rule.when)):
-        if not path or path[0] in ("current_user", "settings", "app", "true", "false", "null", "None", "True", "False"):
-            continue
+    for path, name, masked in _input_paths(rule, fd):
         v: Any = env
         for part in path:
             try:
@@ -433,10 +453,9 @@ def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
                 v = None
         if isinstance(v, (dict, list)):
             continue
-        own = path[1] if path[0] in ("record", "old") and len(path) > 1 else path[0]
-        if own in pii and v is not None and len(path) <= (2 if path[0] in ("record", "old") else 1):
+        if masked and v is not None:
             v = mask(str(v))
-        out[".".join(map(str, path))] = jsonable(v)
+        out[name] = jsonable(v)
     return out
 
 

@@ -397,15 +397,15 @@ _APP_BLOCKS: dict[tuple, tuple[dict, dict]] = {}
 
 
 def _app_blocks(app: Any, lang: str) -> tuple[dict, dict]:
-    """The ``app`` (without its settings) and ``settings`` parts of a template context: they depend
-    only on the app version and the language, so they are computed once per (digest, language)."""
+    """The ``app`` and ``settings`` parts of a template context: they depend only on the app version
+    and the language, so they are computed once per (digest, language)."""
     key = (app.digest, lang)
     found = _APP_BLOCKS.get(key)
     if found is None:
         settings = {k: (v.get(lang) or v.get("zh") if isinstance(v, Mapping) and ("zh" in v or "en" in v) else v)
                     for k, v in app.settings.items()}
-        found = ({"name": app.name, "title": app.title.get(lang) or app.title.get("zh"), "timezone": app.timezone},
-                 settings)
+        found = ({"name": app.name, "title": app.title.get(lang) or app.title.get("zh"), "settings": dict(app.settings),
+                  "timezone": app.timezone}, settings)
         if len(_APP_BLOCKS) > 80:
             _APP_BLOCKS.clear()
         _APP_BLOCKS[key] = found
@@ -418,11 +418,8 @@ def template_context(rc: RunContext, r: Recipient, lang: str) -> dict:
     ctx.pop("current_user", None)
     local_now = rc.uow.now.astimezone(app.tz)
     app_block, settings = _app_blocks(app, lang)
-    # fresh (shallow) copies per message, as before: what one template does to them can't reach the next
-    ctx.update(recipient=r.env(), now=local_now, today=local_now.date(), lang=lang,
-               app={"name": app_block["name"], "title": app_block["title"], "settings": dict(app.settings),
-                    "timezone": app_block["timezone"]},
-               settings=dict(settings))
+    # shared between messages: the sandbox lets no template change what it is given
+    ctx.update(recipient=r.env(), now=local_now, today=local_now.date(), lang=lang, app=app_block, settings=settings)
     return ctx
 
 

@@ -10,8 +10,10 @@ A template may declare, at top level, ``{% set kind = 'marketing' %}``
 (e-mail subject).
 
 Security: templates are written by analysts and travel in uploaded packages,
-so they run in jinja2's ``SandboxedEnvironment`` -- no ``__class__``/``_private``
-attribute access, no calling unsafe methods, ranges capped -- with a loader
+so they run in jinja2's ``ImmutableSandboxedEnvironment`` -- no ``__class__``/``_private``
+attribute access, no calling unsafe methods, no changing the data they are given
+(``record.update(...)``, ``list.append``: the record the rule's next actions see is
+not theirs to change), ranges capped -- with a loader
 that only sees the package's ``templates/`` folder (``{% include %}`` of a
 partial works; any other path is not found).  The context holds plain data
 only: no functions that touch files, the environment or the database.
@@ -28,7 +30,7 @@ from typing import Any, Mapping
 
 from jinja2 import BaseLoader, TemplateNotFound, TemplateSyntaxError, nodes
 from jinja2.exceptions import SecurityError, TemplateError
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import ImmutableSandboxedEnvironment, SandboxedEnvironment
 
 from engine.checkcache import checks, fingerprint, source_fingerprint
 
@@ -76,7 +78,7 @@ def _fmt_datetime(value: Any, fmt: str = "%Y-%m-%d %H:%M", tz: Any = None) -> st
 _DICT_ATTRIBUTES = frozenset(dir(dict))
 
 
-class _Sandbox(SandboxedEnvironment):
+class _Sandbox(ImmutableSandboxedEnvironment):
     """Missing values render empty (StrictUndefined off), but unsafe access fails loudly, not silently."""
 
     def getattr(self, obj: Any, attribute: str) -> Any:
@@ -255,7 +257,8 @@ class Templates:
                 raise TemplateProblem(f"template {path}: {exc}") from None
             compiled[path] = tmpl
         try:
-            module = tmpl.make_module(dict(context))
+            # (jinja copies the variables into the template's context: no copy of ours)
+            module = tmpl.make_module(context if type(context) is dict else dict(context))
             text = str(module)
         except SecurityError as exc:
             raise TemplateProblem(f"template {path} was refused by the sandbox: {exc} -- templates may only "

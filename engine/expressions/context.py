@@ -31,14 +31,14 @@ class EvalContext:
         now = self.now
         if not isinstance(now, dt.datetime):
             raise TypeError("EvalContext.now must be a datetime")
-        now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
-        object.__setattr__(self, "now", now)
+        if now.tzinfo is not UTC:          # (aware UTC already -- the usual case -- is kept as it is)
+            now = now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+            object.__setattr__(self, "now", now)
         tz = self.tz
         if tz is None:
-            tz = UTC
+            object.__setattr__(self, "tz", UTC)
         elif isinstance(tz, str):
-            tz = ZoneInfo(tz)
-        object.__setattr__(self, "tz", tz)
+            object.__setattr__(self, "tz", ZoneInfo(tz))
 
     @cached_property
     def today(self) -> dt.date:

@@ -298,6 +298,19 @@ def test_template_sandbox_refuses_escapes_with_clear_messages(source, expect):
     assert expect in str(exc.value) and "templates/t.zh.j2" in str(exc.value)
 
 
+def test_a_template_cannot_change_the_data_it_is_given():
+    """The record in a message's context is the one the rule's next actions read: a template may
+    read it, never change it."""
+    from rules.templates import Templates, TemplateProblem
+    record = {"name": "张三", "tags": ["vip"]}
+    for source in ("{{ record.update({'name': 'x'}) }}", "{{ record.tags.append('spam') }}",
+                   "{{ record.pop('name') }}"):
+        app = _app({"templates/t.zh.j2": source, "app.yaml": "name: x"})
+        with pytest.raises(TemplateProblem, match="refused by the sandbox"):
+            Templates().render(app, "t", None, "zh", {"record": record})
+    assert record == {"name": "张三", "tags": ["vip"]}
+
+
 def test_template_field_reads_on_plain_dicts_match_jinja():
     """The sandbox reads ``record.name`` on a plain dict straight from the item; what a template
     sees must be what jinja's getattr-then-item order gives, dict methods and '_' names included."""
