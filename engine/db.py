@@ -59,6 +59,7 @@ class Database:
                 self.url, connect_args={"check_same_thread": False, "timeout": 60},
                 pool_size=pool_size, max_overflow=20)
             self._configure_sqlite(self.engine)
+            later.install(self.engine)
         else:
             self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
             later.install(self.engine)
@@ -92,15 +93,12 @@ class Database:
                 with self.engine.connect() as conn:
                     conn.info["loom_begin"] = "BEGIN IMMEDIATE"
                     with conn.begin():
-                        yield conn
+                        with later.holding_writes(conn):    # writes nobody reads go just before the next statement
+                            yield conn
         else:
             with self.engine.begin() as conn:
-                later.hold(conn)          # writes nobody reads ride along with the next statement
-                try:
+                with later.holding_writes(conn):            # writes nobody reads ride along with the next statement
                     yield conn
-                    later.flush(conn)
-                finally:
-                    later.release(conn)
 
     @contextlib.contextmanager
     def read(self) -> Iterator[Connection]:

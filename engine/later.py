@@ -1,4 +1,5 @@
-"""Writes that ride along with the next statement: fewer round trips to PostgreSQL.
+"""Writes that ride along with the next statement: fewer round trips to PostgreSQL, fewer
+statements on SQLite.
 
 On PostgreSQL every statement is a round trip to the server, and under load
 the waiting costs more than the work.  Many writes of a request are only
@@ -6,7 +7,10 @@ the waiting costs more than the work.  Many writes of a request are only
 -- and nobody reads their result.  :func:`write_later` holds such a write on
 the connection and sends it in the same query string as the next statement
 (``INSERT ...; SELECT ...`` -- psycopg2 sends one simple query and returns the
-last statement's result), or just before the transaction commits.
+last statement's result), or just before the transaction commits.  SQLite runs
+in-process and takes one statement per call: there the held writes are run just
+before the next statement, each batch as one statement given to the driver as it
+is (SQLAlchemy's per-statement work was most of a small INSERT's cost).
 
 Why this is safe:
 
@@ -16,11 +20,13 @@ Why this is safe:
   transaction exactly as it would have at once;
 * only inside ``Database.write()``: the block sets up the holding list and
   sends what is left before it commits; on an exception the list is dropped
-  with the rollback.  Anywhere else (and on SQLite, which runs in-process and
-  takes one statement per call) the write runs at once;
-* values are rendered by SQLAlchemy's own bind processors (JSON, dates) and
-  quoted by psycopg2's ``mogrify`` -- the same code that quotes them for a
-  normal execution -- never by string formatting of ours;
+  with the rollback.  Anywhere else the write runs at once;
+* values are converted by SQLAlchemy's own bind processors (JSON, dates) and,
+  on PostgreSQL, quoted by psycopg2's ``mogrify`` -- the same code that quotes
+  them for a normal execution -- never by string formatting of ours; SQLite
+  gets them as parameters;
+* code that uses the DBAPI connection directly (bulk imports) calls
+  :func:`flush` first;
 * a statement run with ``executemany`` is not prefixed: the held writes go
   first, on their own.
 
@@ -29,8 +35,9 @@ not applied to held rows).
 """
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import Any
+from typing import Any, Iterator
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -39,19 +46,28 @@ from sqlalchemy.exc import DBAPIError
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
 _COMPILED: dict[tuple, Any] = {}
-_ROW_TUPLE = re.compile(r"^(INSERT INTO .+? VALUES )(\((?:%\([^()]+\)s(?:::[A-Z]+)?(?:, )?)+\))( ON CONFLICT \([^()]+\) DO NOTHING)?(?: RETURNING .*)?$", re.S)
+# an INSERT of one row, split into its head, its row of placeholders and its ON CONFLICT DO NOTHING
+_ROW_TUPLE = re.compile(r"^(INSERT INTO .+? VALUES )(\((?:(?:%\([^()]+\)s|\?)(?:::[A-Z]+)?(?:, )?)+\))"
+                        r"( ON CONFLICT \([^()]+\) DO NOTHING)?(?: RETURNING .*)?$", re.S)
+_SQLITE_VARIABLES = 30000      # below SQLite's limit of bound values per statement (32,766)
 
 
 class _Batch:
-    """Held rows of one INSERT (same statement, same columns): sent as one multi-row INSERT."""
+    """Held rows of one INSERT (same statement, same columns): sent as one multi-row INSERT.
+    PostgreSQL: ``rows`` are rendered value lists; SQLite: parameter tuples for ``one_row``."""
 
-    __slots__ = ("key", "table", "head", "tail", "rows")
+    __slots__ = ("key", "table", "head", "one_row", "tail", "rows")
 
-    def __init__(self, key: tuple, table: str, head: str, tail: str):
-        self.key, self.table, self.head, self.tail, self.rows = key, table, head, tail, []
+    def __init__(self, key: tuple, table: str, head: str, one_row: str, tail: str):
+        self.key, self.table, self.head, self.one_row, self.tail, self.rows = key, table, head, one_row, tail, []
 
     def text(self) -> str:
         return self.head + ", ".join(self.rows) + self.tail
+
+    def statement(self) -> tuple[str, tuple]:
+        """SQLite: the statement and its parameters."""
+        return (self.head + ", ".join([self.one_row] * len(self.rows)) + self.tail,
+                tuple(v for row in self.rows for v in row))
 
 
 def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> None:
@@ -81,7 +97,7 @@ def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> 
 def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
     """(statement, SQL of one row, bind processors, row usable as is, multi-row parts or None),
     compiled once per statement and set of columns."""
-    key = (id(statement), keys)
+    key = (id(statement), keys, conn.dialect.name)
     got = _COMPILED.get(key)
     if got is None or got[0] is not statement:
         compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))
@@ -97,6 +113,9 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
 
 
 def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
+    if conn.dialect.name != "postgresql":
+        _hold_sqlite(conn, pending, statement, rows)
+        return
     from psycopg2.extensions import encodings
     dbapi = conn.connection.dbapi_connection
     encoding = encodings[dbapi.encoding]
@@ -105,22 +124,48 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
         for row in rows:
             keys = tuple(sorted(row))
             _, compiled, processors, plain, parts = _compiled(conn, statement, keys)
-            params = dict(row) if plain else compiled.construct_params(row)
-            for name, process in processors:
-                if name in params:
-                    params[name] = process(params[name])
+            params = _processed(row, compiled, processors, plain)
             if parts is None:
-                touched = getattr(getattr(statement, "table", None), "name", None)
-                pending.append((touched, cur.mogrify(compiled.string, params).decode(encoding)))
+                pending.append((_table_of(statement), cur.mogrify(compiled.string, params).decode(encoding)))
                 continue
             table, head, one_row, tail = parts
             batch = _batch_for(pending, (id(statement), keys), table)
             if batch is None:
-                batch = _Batch((id(statement), keys), table, head, tail)
+                batch = _Batch((id(statement), keys), table, head, one_row, tail)
                 pending.append((table, batch))
             batch.rows.append(cur.mogrify(one_row, params).decode(encoding))
     finally:
         cur.close()
+
+
+def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
+    for row in rows:
+        keys = tuple(sorted(row))
+        _, compiled, processors, plain, parts = _compiled(conn, statement, keys)
+        params = _processed(row, compiled, processors, plain)
+        values = tuple(params[name] for name in compiled.positiontup)
+        if parts is None:
+            pending.append((_table_of(statement), (compiled.string, values)))
+            continue
+        table, head, one_row, tail = parts
+        batch = _batch_for(pending, (id(statement), keys), table)
+        if batch is None or (len(batch.rows) + 1) * len(values) > _SQLITE_VARIABLES:
+            batch = _Batch((id(statement), keys), table, head, one_row, tail)
+            pending.append((table, batch))
+        batch.rows.append(values)
+
+
+def _processed(row: dict, compiled: Any, processors: tuple, plain: bool) -> dict:
+    """The row's values as the driver takes them (SQLAlchemy's bind processors: JSON, dates)."""
+    params = dict(row) if plain else compiled.construct_params(row)
+    for name, process in processors:
+        if name in params:
+            params[name] = process(params[name])
+    return params
+
+
+def _table_of(statement: Any) -> str | None:
+    return getattr(getattr(statement, "table", None), "name", None)
 
 
 def _batch_for(pending: list, key: tuple, table: str) -> "_Batch | None":
@@ -135,7 +180,7 @@ def _batch_for(pending: list, key: tuple, table: str) -> "_Batch | None":
 
 
 def holding(conn: Connection) -> bool:
-    """Whether writes on ``conn`` are held (a PostgreSQL write transaction) rather than run at once."""
+    """Whether writes on ``conn`` are held (a write transaction) rather than run at once."""
     return conn.info.get(_PENDING) is not None
 
 
@@ -165,9 +210,23 @@ def _take(conn: Connection) -> str | None:
 
 def flush(conn: Connection) -> None:
     """Send the held writes now (``Database.write()`` does this before it commits)."""
+    if conn.dialect.name != "postgresql":
+        pending = conn.info.get(_PENDING)
+        if pending:
+            held = [entry.statement() if isinstance(entry, _Batch) else entry for _, entry in pending]
+            pending.clear()          # before executing: the statements below must not flush again
+            for sql, values in held:
+                conn.exec_driver_sql(sql, values)
+        return
     text = _take(conn)
     if text is not None:
         conn.exec_driver_sql(text, execution_options={"no_parameters": True})
+
+
+def _before_statement(conn: Connection, *_args: Any) -> None:
+    """SQLite: any statement on the connection first runs the held writes."""
+    if conn.info.get(_PENDING):
+        flush(conn)
 
 
 def _ride_along(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
@@ -185,15 +244,32 @@ def _ride_along(conn: Connection, cursor: Any, statement: str, parameters: Any, 
 
 
 def install(engine: Engine) -> None:
-    """Let held writes ride along with the next statement on ``engine``'s connections (PostgreSQL)."""
-    if engine.dialect.name == "postgresql" and not event.contains(engine, "before_cursor_execute", _ride_along):
-        event.listen(engine, "before_cursor_execute", _ride_along, retval=True)
+    """Let held writes go with (PostgreSQL) or just before (SQLite) the next statement on ``engine``'s
+    connections."""
+    if engine.dialect.name == "postgresql":
+        if not event.contains(engine, "before_cursor_execute", _ride_along):
+            event.listen(engine, "before_cursor_execute", _ride_along, retval=True)
+    elif not event.contains(engine, "before_execute", _before_statement):
+        event.listen(engine, "before_execute", _before_statement)
+
+
+@contextlib.contextmanager
+def holding_writes(conn: Connection) -> Iterator[None]:
+    """Hold writes on ``conn`` for the block; what is left is sent when it ends without an error
+    (before the caller commits), dropped with the rollback when it raises."""
+    hold(conn)
+    try:
+        yield
+        flush(conn)
+    finally:
+        release(conn)
 
 
 def hold(conn: Connection) -> None:
-    """Start holding writes on ``conn`` (a PostgreSQL write transaction)."""
+    """Start holding writes on ``conn`` (a write transaction)."""
+    conn.info[_PENDING] = []
     if conn.dialect.name == "postgresql":
-        conn.info[_PENDING] = []
+        # ids are never reused there (SQLite may give a deleted row's id to the next one)
         conn.info[_MADE] = set()
 
 
@@ -205,4 +281,4 @@ def release(conn: Connection) -> None:
         conn.info.pop(_MADE, None)
 
 
-__all__ = ["write_later", "holding", "made_here", "flush", "install", "hold", "release"]
+__all__ = ["write_later", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]

@@ -28,6 +28,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from sqlalchemy import select
 
+from engine import later
 from engine.clock import to_db
 from engine.errors import RecordInvalid
 from engine.uow import UnitOfWork
@@ -401,6 +402,7 @@ def _executemany(conn, table, columns: list[str], rows: list[list]) -> None:
     """
     names = ", ".join('"' + c + '"' for c in columns)
     marks = ", ".join("?" for _ in columns)
+    later.flush(conn)                  # writes held for the next statement go first (engine.later)
     cur = conn.connection.dbapi_connection.cursor()
     try:
         cur.executemany(f'INSERT INTO "{table.name}" ({names}) VALUES ({marks})', rows)
@@ -427,6 +429,7 @@ def _copy(conn, table, columns: list[str], rows: list[list]) -> None:
         w.writerow(out)
     buf.seek(0)
     cols = ", ".join(f'"{c}"' for c in columns)
+    later.flush(conn)                  # writes held for the next statement go first (engine.later)
     raw = conn.connection.dbapi_connection
     with raw.cursor() as cur:
         cur.copy_expert(f'COPY "{table.name}" ({cols}) FROM STDIN WITH (FORMAT csv, NULL \'\\N\')', buf)
