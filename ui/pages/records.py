@@ -31,6 +31,7 @@ from forms.comments import record_timeline
 from forms.comments.mentions import segments as mention_segments
 from forms.model import SYSTEM_COLUMNS, SYSTEM_LABELS, FormDef
 
+from ..audited import audited_read
 from ..deps import unit_of_work
 from . import engines
 from .common import PageRoute, fragment, lang_of, page_user, redirect, render, runtime
@@ -79,20 +80,6 @@ def can_view_pii(uow) -> bool:
     return _svc(uow.runtime).can_view_pii(uow)
 
 
-def audit_pii(uow, form: FormDef, ids: list, fields) -> None:
-    """Like the JSON API: every page that shows unmasked personal data is audited
-    (who, which records, which fields).  Nothing is written for masked values."""
-    shown = [n for n in fields if n in form.fields and form.fields[n].pii]
-    if not ids or not shown or not can_view_pii(uow):
-        return
-    from engine.audit import audit
-    rt = uow.runtime
-    with rt.db.write() as conn:
-        audit(conn, rt.clock.now(), uow.user.username, "pii.read", app=form.app, form=form.name,
-              record_id=ids[0] if len(ids) == 1 else None,
-              details={"fields": shown, "ids": list(ids)[:500], "count": len(ids), "via": "page"})
-
-
 # ---------------------------------------------------------------------------
 # display helpers
 
@@ -125,6 +112,11 @@ class Display:
         for target, ids in want.items():
             self.titles.update(link_titles(self.uow, target, ids, self.lang))
 
+    def is_pii(self, f) -> bool:
+        """A PII field, or a lookup showing one of a linked record: masked alike, as ``to_json`` does."""
+        target = _svc(self.uow.runtime).lookup_target(self.uow.app, self.form, f)
+        return f.pii or (target is not None and target.pii)
+
     def user_name(self, username: str | None) -> str:
         if not username:
             return ""
@@ -149,7 +141,7 @@ class Display:
         f = self.form.fields.get(name)
         if f is None or v is None or v == "" or v == []:
             return {"text": ""}
-        if f.pii and not self.pii:
+        if not self.pii and self.is_pii(f):
             return {"text": mask(str(v))}
         if f.type == "link" and isinstance(v, int):
             key = (f.target_form, v)
@@ -304,6 +296,15 @@ def _export_links(request: Request, app: str, form: str, query: str) -> list[dic
     return [{"fmt": fmt, "url": f"{base}?format={fmt}" + (f"&{extra}" if extra else "")} for fmt in ("csv", "xlsx")]
 
 
+def _columns(form: FormDef, g, params) -> tuple[list[str], list[str]]:
+    """(columns the user may pick, columns shown): ``?cols=`` or the form's list columns, less hidden fields."""
+    available = [c for c in list(form.fields) + list(SYSTEM_COLUMNS)
+                 if c not in g.hidden and (c not in form.fields or (form.fields[c].stored and form.fields[c].type != "child_table"))]
+    cols = [c for c in (params.get("cols") or "").split(",") if c in available] or \
+           [c for c in form.list_columns if c not in g.hidden]
+    return available, cols
+
+
 @router.get("/apps/{app_name}/forms/{form_name}")
 def list_page(app_name: str, form_name: str, request: Request):
     user = page_user(request)
@@ -313,18 +314,15 @@ def list_page(app_name: str, form_name: str, request: Request):
     q = (params.get("q") or "").strip()
     order = params.get("order") or None
     page = max(1, _int(params.get("page"), 1))
-    with unit_of_work(rt, app_name, user, lang) as uow:
-        svc = _svc(rt)
+    with audited_read(rt, app_name, form_name, user, lang, columns=lambda fd, g: _columns(fd, g, params)[1],
+                      via="page") as read:
+        uow, svc, g = read.uow, _svc(rt), read.grant
         form = _form(uow, form_name)
-        g = grant(form, user, "read")
         if not g.allowed:
             raise NotFound(form_name)
         size = _int(params.get("size"), int((form.spec.get("list") or {}).get("page_size") or 20))
         size = size if size in PAGE_SIZES else 20
-        available = [c for c in list(form.fields) + list(SYSTEM_COLUMNS)
-                     if c not in g.hidden and (c not in form.fields or (form.fields[c].stored and form.fields[c].type != "child_table"))]
-        cols = [c for c in (params.get("cols") or "").split(",") if c in available] or \
-               [c for c in form.list_columns if c not in g.hidden]
+        available, cols = _columns(form, g, params)
         filters = _filters_from_query(form, params, g.hidden)
         if order and order.lstrip("-") not in available:
             order = None
@@ -337,7 +335,7 @@ def list_page(app_name: str, form_name: str, request: Request):
         table = [{"id": r["id"], "url": f"{base}/{r['id']}",
                   "cells": [dict(disp.value(c, r), col=c, link=(c == title_col)) for c in cols]} for r in rows]
         controls = _filter_controls(uow, form, lang, dict(params), g.hidden)
-        audit_pii(uow, form, [r["id"] for r in rows], cols)
+        read.served([r["id"] for r in rows])
         can_create = grant(form, user, "create").allowed
         current_order = order or form.list_order
         headers = []
@@ -400,15 +398,14 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
     user = page_user(request)
     rt = runtime(request)
     lang = _app_lang(request, user, app_name)
-    with unit_of_work(rt, app_name, user, lang) as uow:
-        svc = _svc(rt)
+    with audited_read(rt, app_name, form_name, user, lang, children=True, via="page") as read:
+        uow, svc, g = read.uow, _svc(rt), read.grant
         form = _form(uow, form_name)
         rec = svc.get(uow, form.name, record_id)      # 404 when the user may not read it
-        g = grant(form, user, "read")
+        read.served([record_id])
         disp = Display(uow, form, lang)
         disp.preload([rec], form.fields)
         ctx_state = field_states(uow, form, rec)
-        audit_pii(uow, form, [record_id], [n for n in form.fields if n not in g.hidden])
         sections = []
         for sec in layout_of(form, [n for n in form.fields if n not in g.hidden]):
             items = []
@@ -949,14 +946,14 @@ def edit_page(app_name: str, form_name: str, record_id: int, request: Request):
     user = page_user(request)
     rt = runtime(request)
     lang = _app_lang(request, user, app_name)
-    with unit_of_work(rt, app_name, user, lang) as uow:
+    with audited_read(rt, app_name, form_name, user, lang, children=True, via="page") as read:
+        uow, svc = read.uow, _svc(rt)
         form = _form(uow, form_name)
-        svc = _svc(rt)
         rec = svc.get(uow, form.name, record_id)
         if not grant(form, user, "update").allowed or not _row_allowed(uow, form, record_id, "update"):
             from engine.errors import Forbidden
             raise Forbidden(f"you may not change this {form.name}")
-        audit_pii(uow, form, [record_id], [n for n in form.fields if n not in grant(form, user, "read").hidden])
+        read.served([record_id])
         return _form_page(request, uow, form, lang, rec, {}, [])
 
 

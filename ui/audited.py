@@ -1,0 +1,115 @@
+"""Reads of personal data audited in their own transaction, for the JSON API and the HTML pages alike.
+
+Both ``ui.api.records`` and ``ui.pages.records`` read records through
+``audited_read``, so a page and an API call that show the same personal data
+write the same ``pii.read`` audit row, the same way.  This module depends only
+on the engines and ``ui.deps``, never on the API or the pages.
+"""
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Collection
+from dataclasses import replace
+from typing import Iterator
+
+from engine.audit import audit
+from engine.auth import User
+from engine.uow import UnitOfWork
+from forms.access import Grant, grant
+from forms.model import FormDef
+
+from .deps import installed_app
+
+
+class AuditedRead:
+    """A read of one form's records in the transaction that audits it.
+
+    Every read that shows personal data unmasked writes one ``pii.read`` audit
+    row (who, form, record ids, which fields) *in the transaction of the read
+    itself*, so "served" and "audited" are one unit of work: the route
+    returns only after that transaction has committed, and if the audit row
+    can't be written (or the commit fails) the request fails -- 500/503 (an
+    error page for the HTML pages), no personal data -- and nothing is
+    recorded either.
+
+    Which fields a read shows unmasked is known before reading: the form's PII
+    fields the caller's grant doesn't hide, lookups that show a PII field, and
+    (``children``) the PII fields of its child tables -- and only if the caller
+    may view PII at all, decided by the very predicate ``to_json`` and the
+    pages' ``Display`` mask with.  So the transaction is chosen up front:
+
+    * nothing to show unmasked (no PII in the form, or masked for this user):
+      a plain read transaction that writes nothing -- on SQLite it runs beside
+      the writer, as every read does;
+    * otherwise a write transaction from the start.  SQLite can't safely turn
+      a read snapshot into a writer (the upgrade fails with SQLITE_BUSY as
+      soon as another write has committed since the read began), so the read
+      takes the write lock for its duration, once -- before, it took a read
+      transaction and then the write lock for the audit row, on a second
+      connection.  On PostgreSQL it is an ordinary transaction.  A read that
+      finds no records writes nothing in it.
+
+    The route reports the ids it serves with ``served``; leaving an audited
+    read without doing so is a bug and fails the request rather than serve
+    personal data unaudited.
+    """
+
+    def __init__(self, uow: UnitOfWork, form: FormDef, g: Grant, fields: list[str], via: str | None = None):
+        self.uow, self.form, self.grant, self.fields, self.via = uow, form, g, fields, via
+        self.ids: list[int] | None = None
+
+    def served(self, ids: list[int]) -> None:
+        self.ids = list(ids)
+
+    def _audit(self) -> None:
+        if not self.fields:
+            return
+        if self.ids is None:
+            raise RuntimeError(f"read of {self.form.app}.{self.form.name} shows personal data but reported no records")
+        if self.ids:
+            uow, ids = self.uow, self.ids
+            details = {"fields": self.fields, "ids": ids[:500], "count": len(ids)}
+            if self.via:
+                details["via"] = self.via
+            audit(uow.conn, uow.now, uow.user.username, "pii.read", app=self.form.app, form=self.form.name,
+                  record_id=ids[0] if len(ids) == 1 else None, details=details)
+
+
+def pii_shown(svc, uow: UnitOfWork, fd: FormDef, g: Grant, children: bool = False,
+              names: Collection[str] | None = None) -> list[str]:
+    """The fields of ``fd`` whose personal data a read shows this user unmasked (``table.field`` for child tables).
+
+    ``names``: the only fields the read shows (a list page's columns); by default every field the grant doesn't hide."""
+    if not svc.can_view_pii(uow):
+        return []
+    shown = []
+    for name, f in fd.fields.items():
+        if name in g.hidden or (names is not None and name not in names):
+            continue
+        target = svc.lookup_target(uow.app, fd, f)
+        if f.pii or (target is not None and target.pii):
+            shown.append(name)
+        elif children and f.type == "child_table":
+            child = svc.form(uow.app, f.target_form)
+            shown += [f"{name}.{c}" for c in pii_shown(svc, uow, child, grant(child, uow.user, "read"))]
+    return shown
+
+
+@contextlib.contextmanager
+def audited_read(rt, app_name: str, form_name: str, user: User, lang: str, *, children: bool = False,
+                 columns: Callable[[FormDef, Grant], Collection[str]] | None = None,
+                 via: str | None = None) -> Iterator[AuditedRead]:
+    """An ``AuditedRead`` of ``app_name.form_name``: see its docstring.
+
+    ``columns(form, grant)``: the fields the read will show, when it shows only some (a list page's
+    columns) -- worked out before the transaction, as the transaction depends on it.  ``via`` is
+    recorded in the audit row (``"page"`` for the HTML pages)."""
+    svc = rt.services["records"]
+    plan = UnitOfWork(rt, None, installed_app(rt, app_name, user), user, rt.clock.now(), lang=lang)  # no transaction yet
+    fd = svc.form(plan.app, form_name)
+    g = grant(fd, user, "read")
+    fields = pii_shown(svc, plan, fd, g, children, columns(fd, g) if columns else None)
+    with (rt.db.write() if fields else rt.db.read()) as conn:
+        read = AuditedRead(replace(plan, conn=conn), fd, g, fields, via)
+        yield read
+        read._audit()
