@@ -103,7 +103,8 @@ class FormTablesHook:
             form_name = table.split("__", 1)[1]
             target = tables[form_name]
             if sqlite and any(c.kind in ("alter_column", "drop_column") for c in items):
-                with op.batch_alter_table(table, recreate="always") as batch:
+                # the copy also gets AUTOINCREMENT if the table was made without it (build_table)
+                with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}) as batch:
                     self._ops(batch, items, target, sqlite=True)
             else:
                 self._ops(op, items, target, sqlite=sqlite, table=table)

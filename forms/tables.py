@@ -87,7 +87,9 @@ def build_table(form: FormDef, metadata: MetaData, is_child: bool = False) -> Ta
             columns.append(Column("id", type_, primary_key=True, autoincrement=True))
         else:
             columns.append(Column(name, type_, nullable=True))
-    table = Table(form.table, metadata, *columns)
+    # sqlite_autoincrement: SQLite would give a deleted last row's id to the next record, and rows keyed
+    # by record id -- its timeline, workflow, messages' idempotency keys -- would then belong to both
+    table = Table(form.table, metadata, *columns, sqlite_autoincrement=True)
     for name, (cols, unique) in index_specs(form, is_child).items():
         Index(name, *[table.c[c] for c in cols], unique=unique)
     return table

@@ -7,7 +7,7 @@ from engine import platform as P
 from engine.errors import RecordInvalid
 from engine.uow import MAX_DEPTH
 from tests.conftest import T0
-from tests.rules.pkg import Session, add_user, files, history, rule_log, setup_app
+from tests.rules.pkg import Session, add_user, files, history, outbox, rule_log, setup_app
 
 
 def test_rule_updating_its_own_record_stops_with_a_clear_error_and_writes_nothing(rt, package_dir):
@@ -295,3 +295,25 @@ def test_a_lookup_a_later_rule_reads_before_the_insert_runs_at_once(rt, package_
     south = s.create("dealer", {"code": "S1", "region": "south"})
     lead = s.create("lead", {"name": "x", "region": "south"})
     assert lead["dealer"] == south["id"] and lead["note"] == "south dealer"
+
+
+def test_a_new_record_never_gets_the_id_of_a_deleted_one(rt, package_dir):
+    """Timeline lines, rule-log rows and message keys are keyed by record id.  SQLite (without
+    AUTOINCREMENT) gave a deleted last row's id to the next record: it then showed the deleted
+    record's timeline and its welcome message was dropped as a duplicate of the old one's."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: welcome
+        on: {created: lead}
+        actions:
+          - notify: {template: hello, to: owner}
+    """)
+    add_user(rt, "rm_a", ["regional"], region="east")
+    s = Session(rt)
+    first = s.create("lead", {"name": "first"}, owner="rm_a")
+    s.delete("lead", first["id"])
+    second = s.create("lead", {"name": "second"}, owner="rm_a")
+    assert second["id"] != first["id"]
+    assert [h["kind"] for h in history(rt, "lead", second["id"])] == ["create", "rule"]
+    sent = outbox(rt, template="hello")
+    assert sorted(m["record_id"] for m in sent) == sorted([first["id"], second["id"]])
