@@ -40,7 +40,7 @@ from engine.expressions import ExpressionError
 from .actions import execute
 from .actions.base import ActionError, DeferredLookup, RunContext, expr_paths, jsonable
 from .model import RuleDef, RuleSet
-from .triggers import CRON_TIMER, DATE_TIMER, date_key, schedule_date_rules, schedule_following, schedule_next_cron
+from .triggers import CRON_TIMER, DATE_TIMER, date_iso, date_key, schedule_date_rules, schedule_following, schedule_next_cron
 
 log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
@@ -331,6 +331,8 @@ class RuleEngine:
         rec = uow.service("records").load(uow, form, int(timer["record_id"]))
         if rec is None:
             return
+        if not live and payload.get("date") is not None and payload["date"] != date_iso(rec.get(field)):
+            return       # a removed rule's timer, and the date changed since: its new chain was scheduled then
         if live:
             if date_key(uow.app.name, rule, rec["id"], rec.get(field)) != timer["key"]:
                 return   # the date changed since: its new chain was scheduled then

@@ -201,7 +201,8 @@ def date_due(app: Any, trig: TriggerDef, value: Any) -> dt.datetime | None:
     return due.astimezone(dt.timezone.utc)
 
 
-def _iso(value: Any) -> str:
+def date_iso(value: Any) -> str:
+    """A date field's value as it appears in a date timer's key (and payload)."""
     if isinstance(value, dt.datetime):
         return (from_db(value) if value.tzinfo is None else value).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
     if isinstance(value, dt.date):
@@ -216,7 +217,7 @@ def date_key_prefix(app: str, rule: str, form: str, record_id: int) -> str:
 def date_key(app: str, rule: Any, record_id: int, value: Any) -> str:
     t = rule.trigger
     at = t.at_time.strftime("%H%M") if t.at_time else ""
-    return f"{date_key_prefix(app, rule.name, t.form, record_id)}{_iso(value)}:{format_duration(t.offset)}:{at}"
+    return f"{date_key_prefix(app, rule.name, t.form, record_id)}{date_iso(value)}:{format_duration(t.offset)}:{at}"
 
 
 def schedule_or_revive(conn: Any, *, app: str, kind: str, key: str, due_at: dt.datetime, payload: dict,
@@ -274,7 +275,8 @@ def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any]) -> list[s
     app = uow.app.name
     rid = record["id"]
     rows = [dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, record.get(rule.trigger.date_field))[:255],
-                 due_at=to_db(when), payload={"rule": rule.name, "field": rule.trigger.date_field},
+                 due_at=to_db(when), payload={"rule": rule.name, "field": rule.trigger.date_field,
+                                              "date": date_iso(record.get(rule.trigger.date_field))},
                  form=rule.trigger.form, record_id=rid, status="pending", attempts=0) for rule, when in due]
     if not rows:
         return []

@@ -328,3 +328,27 @@ def test_a_chain_goes_on_when_a_step_is_removed_by_an_upgrade(rt, package_dir):
     install(rt, read_package(package_dir(f)))
     tick(rt, T0 + dt.timedelta(days=20))
     assert s.load("lead", lead["id"])["tags"] == ["d7", "d15"]
+
+
+def test_a_removed_steps_timer_does_not_bring_back_steps_a_date_change_skipped(rt, package_dir):
+    """The worker was down: the 3-day step's timer (a rule an upgrade then removed) is still due
+    when the date is moved back, so that the new date's 7-day step is already past -- the new
+    chain skips it.  When the old timer finally fires it must not schedule that step again."""
+    from engine.installer import install
+    from engine.package import read_package
+    from tests.rules.pkg import files
+    setup_app(rt, package_dir, LADDER)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "a", "assigned_at": T0.isoformat()})
+    f = files(LADDER.replace("""  - name: step_3d
+    on: {date: lead, field: assigned_at, offset: 3d}
+    actions: [{add_tag: d3}]
+""", ""))
+    f["app.yaml"] = f["app.yaml"].replace("version: 1.0.0", "version: 1.1.0")
+    install(rt, read_package(package_dir(f)))
+    rt.clock.set(T0 + dt.timedelta(days=5))
+    s.update("lead", lead["id"], {"assigned_at": (T0 - dt.timedelta(days=3)).isoformat()})   # 7d step: T0+4d, past
+    tick(rt, T0 + dt.timedelta(days=5))
+    assert s.load("lead", lead["id"])["tags"] in (None, [])
+    tick(rt, T0 + dt.timedelta(days=20))
+    assert s.load("lead", lead["id"])["tags"] == ["d15"]
