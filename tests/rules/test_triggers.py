@@ -313,7 +313,8 @@ def test_date_rules_on_one_field_are_a_chain_fired_in_order(rt, package_dir):
     assert [t["payload"]["rule"] for t in timers(rt, kind="rules.date", status="pending")] == ["step_3d"]
 
 
-def test_a_chain_goes_on_when_a_step_is_removed_by_an_upgrade(rt, package_dir):
+def _lead_then_upgrade_without_the_3d_step(rt, package_dir):
+    """A lead assigned at T0 (its 3-day step's timer pending), then an upgrade removes that step."""
     from engine.installer import install
     from engine.package import read_package
     from tests.rules.pkg import files
@@ -326,6 +327,11 @@ def test_a_chain_goes_on_when_a_step_is_removed_by_an_upgrade(rt, package_dir):
 """, ""))
     f["app.yaml"] = f["app.yaml"].replace("version: 1.0.0", "version: 1.1.0")
     install(rt, read_package(package_dir(f)))
+    return s, lead
+
+
+def test_a_chain_goes_on_when_a_step_is_removed_by_an_upgrade(rt, package_dir):
+    s, lead = _lead_then_upgrade_without_the_3d_step(rt, package_dir)
     tick(rt, T0 + dt.timedelta(days=20))
     assert s.load("lead", lead["id"])["tags"] == ["d7", "d15"]
 
@@ -334,18 +340,7 @@ def test_a_removed_steps_timer_does_not_bring_back_steps_a_date_change_skipped(r
     """The worker was down: the 3-day step's timer (a rule an upgrade then removed) is still due
     when the date is moved back, so that the new date's 7-day step is already past -- the new
     chain skips it.  When the old timer finally fires it must not schedule that step again."""
-    from engine.installer import install
-    from engine.package import read_package
-    from tests.rules.pkg import files
-    setup_app(rt, package_dir, LADDER)
-    s = Session(rt)
-    lead = s.create("lead", {"name": "a", "assigned_at": T0.isoformat()})
-    f = files(LADDER.replace("""  - name: step_3d
-    on: {date: lead, field: assigned_at, offset: 3d}
-    actions: [{add_tag: d3}]
-""", ""))
-    f["app.yaml"] = f["app.yaml"].replace("version: 1.0.0", "version: 1.1.0")
-    install(rt, read_package(package_dir(f)))
+    s, lead = _lead_then_upgrade_without_the_3d_step(rt, package_dir)
     rt.clock.set(T0 + dt.timedelta(days=5))
     s.update("lead", lead["id"], {"assigned_at": (T0 - dt.timedelta(days=3)).isoformat()})   # 7d step: T0+4d, past
     tick(rt, T0 + dt.timedelta(days=5))
