@@ -141,6 +141,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "search_records": ("输入关键字查找", "Type to search"),
     "no_match": ("没有匹配的记录", "No match"),
     "tags_help": ("多个标签用逗号分隔", "Separate tags with commas"),
+    "pii_keep": ("留空则保留原值", "Leave empty to keep the current value"),
     "created": ("创建", "created"),
     "updated": ("修改", "changed"),
     "transition": ("流转", "moved"),

@@ -80,6 +80,36 @@ def can_view_pii(uow) -> bool:
     return _svc(uow.runtime).can_view_pii(uow)
 
 
+# widgets that can be drawn empty with the masked value as their placeholder
+BLIND_WIDGETS = {"text", "tel", "email", "url", "textarea", "number"}
+
+
+def blind_pii(uow, fd: FormDef, creating: bool) -> set[str]:
+    """The PII fields of ``fd`` this user edits without seeing them.
+
+    Someone without ``view_pii`` may still be allowed to update a record; writing
+    the stored phone into an ``<input value>`` would hand them what every other
+    page masks.  Such inputs are drawn empty (the masked value as placeholder)
+    and an empty one means "keep".  A new record has nothing stored to hide.
+    """
+    if creating or can_view_pii(uow):
+        return set()
+    return {n for n, f in fd.fields.items() if f.pii}
+
+
+def keep_blind(data: dict, blind: set[str]) -> dict:
+    """``data`` without the blind PII fields left empty: the stored value stays."""
+    return {k: v for k, v in data.items() if not (k in blind and v in (None, "", []))}
+
+
+def blind_input(item: dict, stored: Any, typed: Any, lang: str) -> None:
+    """A blind PII input (a field or a child cell): what was just typed or nothing, and, if a value is
+    stored, its masked form as placeholder beside the hint that leaving it empty keeps it."""
+    item["value"] = typed if typed is not None else ""
+    if stored not in (None, ""):
+        item["placeholder"], item["hint"] = mask(str(stored)), translate("pii_keep", lang)
+
+
 # ---------------------------------------------------------------------------
 # display helpers
 
@@ -696,7 +726,9 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
     merged.update(values)
     states = field_states(uow, form, merged)
     sstates = section_states(uow, form, merged)
+    blind = blind_pii(uow, form, creating)
     editable = set(editable_fields(form, hidden, g.readonly, creating))
+    editable -= {n for n in blind if widget_of(form.fields[n]) not in BLIND_WIDGETS}    # shown masked instead
     disp = Display(uow, form, lang)
     errs: dict[str, list[str]] = {}
     general = []
@@ -731,6 +763,9 @@ def build_form(uow, form: FormDef, lang: str, values: Mapping[str, Any], errors:
                 fv["value"] = raw[name]
             else:
                 fv["value"] = input_value(f, merged.get(name), uow.app.tz)
+            if is_input and name in blind:
+                blind_input(fv, (rec or {}).get(name), (raw or {}).get(name), lang)
+                fv["required"] = fv["required"] and not fv.get("placeholder")    # empty keeps the stored value
             if not is_input and creating and merged.get(name) in (None, "", []):
                 continue          # maintained by the system (scores, timestamps...): nothing to show on a new record
             if is_input and w == "child_table":
@@ -804,12 +839,13 @@ def child_editor(uow, form: FormDef, f, rec: Mapping | None, raw_rows: list | No
     if child is None:
         return {"cols": [], "rows": []}
     hidden = grant(form, uow.user, "read").hidden
+    blind = blind_pii(uow, child, rec is None)
     cols = []
     for n, cf in child.fields.items():
         w = widget_of(cf)
         if not cf.stored and cf.type != "formula":
             continue
-        editable = not cf.readonly and w in CHILD_WIDGETS
+        editable = not cf.readonly and w in CHILD_WIDGETS and (n not in blind or w in BLIND_WIDGETS)
         col = {"name": n, "label": label(cf.label, lang, n), "widget": w if editable else "display",
                "required": cf.required, "num": w == "number" or cf.type in ("formula", "currency", "decimal")}
         if w in ("select", "radio") and editable:
@@ -822,12 +858,11 @@ def child_editor(uow, form: FormDef, f, rec: Mapping | None, raw_rows: list | No
         if m:
             cell_errors[(int(m.group(1)), m.group(2))] = e.get("message", "")
     rows = []
-    if raw_rows is not None:
-        source = [(r, None) for r in raw_rows]
-    elif rec is not None and rec.get("id"):
-        source = [(None, r) for r in _svc(uow.runtime).children(uow, form, f.name, rec["id"])]
+    stored_rows = stored_children(uow, form, f.name, rec)
+    if raw_rows is not None:                 # redrawn after an error: the rows as submitted, each with its stored row
+        source = [(r, stored_rows.get(r.get("_id"))) for r in raw_rows]
     else:
-        source = []
+        source = [(None, r) for r in stored_rows.values()]
     disp = Display(uow, child, lang)
     for i, (raw, stored) in enumerate(source):
         cells = []
@@ -838,9 +873,35 @@ def child_editor(uow, form: FormDef, f, rec: Mapping | None, raw_rows: list | No
             else:
                 value = input_value(cf, stored.get(c["name"]), uow.app.tz)
             text = disp.value(c["name"], stored)["text"] if stored is not None and c["widget"] == "display" else ""
-            cells.append({"col": c, "value": value, "text": text, "error": cell_errors.get((i, c["name"]))})
-        rows.append({"i": i, "cells": cells})
+            cell = {"col": c, "value": value, "text": text, "error": cell_errors.get((i, c["name"]))}
+            if c["name"] in blind and c["widget"] != "display":
+                blind_input(cell, (stored or {}).get(c["name"]), None if raw is None else value, lang)
+            cells.append(cell)
+        rows.append({"i": i, "id": stored["id"] if stored else None, "cells": cells})
     return {"cols": cols, "rows": rows, "field": f.name, "min": f.spec.get("min_rows"), "max": f.spec.get("max_rows")}
+
+
+def stored_children(uow, form: FormDef, field: str, rec: Mapping | None) -> dict[str, dict]:
+    """The stored rows of a record's child table by id (as the ``._id`` input carries it)."""
+    if rec is None or not rec.get("id"):
+        return {}
+    return {str(r["id"]): r for r in _svc(uow.runtime).children(uow, form, field, rec["id"])}
+
+
+def keep_blind_cells(uow, form: FormDef, old: Mapping, children: Mapping[str, FormDef], data: dict, raw: dict) -> None:
+    """Child rows are replaced whole on save, so a blind PII cell left empty in a row that was
+    stored (its ``._id``) gets the stored value back -- in ``data`` only; ``raw`` redraws it empty."""
+    for name, child in children.items():
+        blind = blind_pii(uow, child, False)
+        if not blind or name not in data:
+            continue
+        stored_rows = stored_children(uow, form, name, old)
+        for row, typed in zip(data[name], raw[name]):
+            stored = stored_rows.get(typed.get("_id"))
+            for c in blind:
+                v = (stored or {}).get(c)
+                if v is not None and row.get(c) in (None, "", []):
+                    row[c] = child.fields[c].ftype.to_json(v, child.fields[c].spec)
 
 
 def cascade_tree(uow, f) -> list:
@@ -976,8 +1037,11 @@ def _save(request, rt, user, lang, app_name, form_name, record_id, submitted):
         hidden = grant(form, user, "read").hidden | g.hidden
         names = [n for n in editable_fields(form, hidden, g.readonly, old is None)
                  if n in set(str(submitted.get("_fields") or "").split(","))]
-        data, raw = form_data(form, submitted, names, _children(uow, form))
+        children = _children(uow, form)
+        data, raw = form_data(form, submitted, names, children)
+        data = keep_blind(data, blind_pii(uow, form, old is None))
         if old is not None:
+            keep_blind_cells(uow, form, old, children, data, raw)
             # only what changed: read-only-when fields left as they were don't trip the service
             data = {k: v for k, v in data.items() if _changed(form, k, v, old, uow)}
     try:
@@ -1044,7 +1108,7 @@ async def form_state(app_name: str, form_name: str, request: Request):
             rec.update(_svc(rt).get(uow, form.name, int(rid)))
         names = [n for n in str(submitted.get("_fields") or "").split(",") if n in form.fields]
         data, _ = form_data(form, submitted, names)
-        rec.update(parse_for_state(uow, form, data))
+        rec.update(parse_for_state(uow, form, keep_blind(data, blind_pii(uow, form, not rid.isdigit()))))
         hidden = grant(form, user, "read").hidden
         states = {k: v for k, v in field_states(uow, form, rec).items() if k not in hidden}
         sections = section_states(uow, form, rec)

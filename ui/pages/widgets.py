@@ -233,6 +233,8 @@ def child_rows(child: FormDef, submitted, field: str, hidden=frozenset()) -> tup
                 continue
             row[name] = submitted_value(cf, rf)
             raw[name] = bool(row[name]) if widget_of(cf) == "switch" else ("" if rf.get(name) is None else str(rf.get(name)))
+        if rf.get("_id"):
+            raw["_id"] = str(rf.get("_id"))     # the stored row it was drawn from (see records.keep_blind_cells)
         rows.append(row)
         raws.append(raw)
     return rows, raws
