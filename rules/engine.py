@@ -392,10 +392,12 @@ class RuleEngine:
 
 
 def _share(rc: RunContext, carry: RunContext | None) -> None:
-    """Values staged by earlier rules on this event (not written yet) and their caches."""
+    """Values staged by earlier rules on this event (not written yet) and their caches -- and the
+    names the expressions see, when nothing but the rule-specific ``event`` differs."""
     if carry is not None:
         rc.pending, rc.pending_system, rc.verified = carry.pending, carry.pending_system, carry.verified
         rc._users, rc._links = carry._users, carry._links
+        rc.adopt_env(carry)
 
 
 def _condition(rule: RuleDef, rc: RunContext) -> tuple[bool | None, dict]:

@@ -26,6 +26,8 @@ from engine.errors import LoomError, RecordInvalid
 from engine.expressions import ExpressionError, compile_expression
 from engine.problems import one_of, suggest
 
+from .links import LazyMapping, LinkRef, link_env, link_ref, plain
+
 SYSTEM_ROOTS = ("current_user", "settings", "app", "record", "old", "true", "false", "null", "None", "True", "False")
 # Extra names a rule's expressions may use besides the record's fields:
 #   owner_user  the owner's user attributes (owner_user.dealer, .region, .name)
@@ -463,6 +465,25 @@ class RunContext:
     def invalidate(self) -> None:
         self._env = None
 
+    def adopt_env(self, other: "RunContext") -> None:
+        """Take over ``other``'s names for the expressions -- the next rule on the same event and
+        record -- instead of building them again: only ``event`` is the rule's own."""
+        env = other._env
+        if (env is None or other.form != self.form or other.parent is not None or self.parent is not None
+                or other.payload is not None or self.payload is not None or other.created is not None
+                or self.created is not None or other.old != self.old or env.get("record") != self.record):
+            return                         # (the names show a record as it was: built again)
+        env["event"] = self.event
+        if env.get("record") is other.record:
+            env["record"] = self.record    # (a form without links shows the record dict itself)
+        self._env = env
+        other._env = None                  # one owner: staging changes it in place
+
+    def show_event(self) -> None:
+        """``rc.event`` was replaced: show the new one to the expressions."""
+        if self._env is not None:
+            self._env["event"] = self.event
+
     def evaluate(self, expr: Any, env: Mapping | None = None) -> Any:
         if expr is None:
             return None
@@ -490,7 +511,6 @@ class RunContext:
         Criteria are equalities; a ``__gt``/``__gte``/``__lt``/``__lte``/``__ne`` suffix compares instead.
         """
         from sqlalchemy import select
-        from .links import plain
         records = self.records
         try:
             fd = records.form(self.uow.app, form)
@@ -553,7 +573,6 @@ class RunContext:
 
     # -- staging changes to the triggering record ------------------------
     def stage(self, field: str, value: Any) -> None:
-        from .links import plain
         value = plain(value)
         if field in ("owner", "state"):
             self.pending_system[field] = value
@@ -561,14 +580,21 @@ class RunContext:
             self.pending[field] = value
         self.record[field] = value
         env = self._env
-        if env is not None and field != "owner" and field not in _link_fields(self):
-            # a plain field: change it in the names the expressions see instead of building them again
-            env[field] = value
-            view = env.get("record")
-            if isinstance(view, dict) and view is not self.record:
-                view[field] = value
-        else:
-            self.invalidate()
+        if env is None:
+            return
+        # change it in the names the expressions see instead of building them all again
+        shown = value
+        if field in _link_fields(self):
+            shown = _link_value(self, field, value)
+            if shown is _REBUILD:
+                self.invalidate()
+                return
+        env[field] = shown
+        view = env.get("record")
+        if isinstance(view, dict) and view is not self.record:
+            view[field] = shown
+        if field == "owner":
+            env["owner_user"] = _owner_user(self, value)
 
     def flush(self) -> dict:
         """Write staged values with one record update (which fires ``record.updated``)."""
@@ -599,6 +625,32 @@ class RunContext:
                 self.invalidate()
 
 
+_REBUILD = object()
+
+
+def _link_value(rc: RunContext, field: str, value: Any) -> Any:
+    """What the expressions see for a link field just staged (as ``link_env`` shows it), or
+    ``_REBUILD`` when only a fresh environment can say (a user field, a form without links)."""
+    target = dict(rc.records.link_fields(rc.uow.app, rc.formdef)).get(field)
+    if target is None:
+        return value if field not in rc.formdef.fields or rc.formdef.fields[field].type != "link" else _REBUILD
+    if value is None or isinstance(value, bool):
+        return value
+    ref = link_ref(rc, target, value)
+    return value if ref is None else ref          # not an id (a look-up left to the INSERT): as it is
+
+
+def _owner_user(rc: RunContext, owner_name: Any) -> Any:
+    """``owner_user``: the owner's attributes, read from the user directory on first use."""
+    if not owner_name:
+        return None
+
+    def owner_env() -> Mapping | None:
+        owner = rc.user(owner_name)
+        return owner.env() if owner is not None else None
+    return LazyMapping(owner_env)
+
+
 def _link_fields(rc: RunContext) -> frozenset:
     """Fields whose value the expression names show as something else (a linked record)."""
     fd = rc.formdef
@@ -615,7 +667,6 @@ def _link_fields(rc: RunContext) -> frozenset:
 
 
 def jsonable(value: Any) -> Any:
-    from .links import LinkRef
     if isinstance(value, LinkRef):
         return int(value)
     if isinstance(value, DeferredLookup):     # for a log line: the id it found, once it is known
@@ -629,7 +680,6 @@ def jsonable(value: Any) -> Any:
 
 def build_env(rc: RunContext, record: Mapping[str, Any], form: str | None) -> dict:
     """The names a rule's expressions see: the record's fields, links one hop, and the rule roots."""
-    from .links import link_env
     uow = rc.uow
     if form is not None:
         fd = rc.records.form(uow.app, form)
@@ -638,16 +688,7 @@ def build_env(rc: RunContext, record: Mapping[str, Any], form: str | None) -> di
     else:
         fd = None
         env = {"record": dict(record), "current_user": uow.user.env(), "settings": dict(uow.app.settings)}
-    owner_name = record.get("owner")
-    if owner_name:
-        from .links import LazyMapping
-
-        def owner_env() -> Mapping | None:
-            owner = rc.user(owner_name)
-            return owner.env() if owner is not None else None
-        env["owner_user"] = LazyMapping(owner_env)
-    else:
-        env["owner_user"] = None
+    env["owner_user"] = _owner_user(rc, record.get("owner"))
     env["event"] = rc.event
     env["payload"] = rc.payload if rc.payload is not None else {}
     env["created"] = rc.created

@@ -69,5 +69,5 @@ class DecideAction(Action):
                 out[field] = value
             rc.stage(field, value)
         rc.event = dict(rc.event, decision=result)
-        rc.invalidate()           # event.decision.<output> is new to the expressions
+        rc.show_event()           # event.decision.<output> is new to the expressions
         return {"table": name, "matched": True, "outputs": result}

@@ -103,13 +103,21 @@ def link_env(rc: Any, fd: Any, env: dict, record: Mapping) -> None:
         value = record.get(name)
         if value is None or isinstance(value, bool):
             continue
-        try:
-            ref = LinkRef(int(value), _loader(rc, target, int(value)))
-        except (TypeError, ValueError):
+        ref = link_ref(rc, target, value)
+        if ref is None:
             continue
         env[name] = ref
         rec_view[name] = ref
     env["record"] = rec_view
+
+
+def link_ref(rc: Any, target: str, value: Any) -> "LinkRef | None":
+    """A link field's id as expressions see it: loads the linked record on first use (None: not an id)."""
+    try:
+        record_id = int(value)
+    except (TypeError, ValueError):
+        return None
+    return LinkRef(record_id, _loader(rc, target, record_id))
 
 
 def _loader(rc: Any, form: str, record_id: int) -> Callable[[], Mapping | None]:
