@@ -144,7 +144,10 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
     got = _DRIVER_TEXT.get(key)
     if got is None or got[0] is not statement:
         compiled = statement.compile(dialect=conn.dialect)
-        # constants the statement carries (bound literals in a subquery) travel with every call
-        got = _DRIVER_TEXT[key] = (statement, str(compiled), {k: v for k, v in compiled.params.items() if v is not None})
-    _, text, constants = got
-    return conn.exec_driver_sql(text, {**constants, **params} if constants else params)
+        # constants the statement carries (bound literals in a subquery) travel with every call;
+        # a positional driver (SQLite's qmark) takes the values in the statement's order
+        got = _DRIVER_TEXT[key] = (statement, str(compiled), {k: v for k, v in compiled.params.items() if v is not None},
+                                   tuple(compiled.positiontup) if compiled.positional else None)
+    _, text, constants, order = got
+    merged = {**constants, **params} if constants else params
+    return conn.exec_driver_sql(text, merged if order is None else tuple(merged[name] for name in order))

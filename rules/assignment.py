@@ -46,6 +46,7 @@ row locked so two users can't claim the same record.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,15 +90,16 @@ def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict, 
     q = (_CURSOR_GEN_LOCKED if pg else _CURSOR_GEN) if generation else (_CURSOR_LOCKED if pg else _CURSOR)
 
     def read() -> Any:
-        if pg:      # psycopg2 decodes the JSON value itself: the statement needs no SQLAlchemy processing
-            return run_driver(conn, q, params).first()
-        return conn.execute(q, params).first()
+        # as driver SQL, without SQLAlchemy's per-statement work: psycopg2 decodes the JSON value
+        # itself, SQLite hands back its text
+        return run_driver(conn, q, params).first()
     row = read()
     if row is None:
         conn.execute(insert_ignore(cursors, ("app", "key"), conn.dialect.name),
                      {"app": app, "key": key[:200], "value": default, "updated_at": to_db(now)})
         row = read()
-    return (dict(row[0] or {}), row[1]) if generation else dict(row[0] or {})
+    value = json.loads(row[0]) if isinstance(row[0], str) else row[0]
+    return (dict(value or {}), row[1]) if generation else dict(value or {})
 
 
 def save_cursor(conn: Any, app: str, key: str, now: dt.datetime, value: dict) -> None:

@@ -474,6 +474,8 @@ class RunContext:
                 or self.created is not None or other.old != self.old or env.get("record") != self.record):
             return                         # (the names show a record as it was: built again)
         env["event"] = self.event
+        if other._ectx is not None and other.changed == self.changed and other.uow is self.uow:
+            self._ectx = other._ectx       # (its exists() reads through the same unit of work)
         if env.get("record") is other.record:
             env["record"] = self.record    # (a form without links shows the record dict itself)
         self._env = env
