@@ -71,9 +71,10 @@ class _Batch:
 
 
 def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> None:
-    """Execute ``statement`` with ``params`` (one dict or a list of them) -- with the next statement
-    on ``conn`` when it is a PostgreSQL write transaction, else now.  ``statement`` is built once
-    (module level or cached): its compiled form is kept under its identity.
+    """Execute ``statement`` with ``params`` (one dict or a list of them) -- with (PostgreSQL) or
+    just before (SQLite) the next statement on ``conn`` inside ``Database.write()``, else now.
+    ``statement`` is built once (module level or cached): its compiled form is kept under its
+    identity.
 
     Held rows of a plain INSERT (or ``ON CONFLICT DO NOTHING``) join the rows of the same INSERT
     held before them, unless something else held since touches that table: two rule-log rows are

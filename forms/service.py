@@ -167,8 +167,8 @@ class Records:
                 data[name] = self.linked(uow, target, rec[name])
         data["record"] = rec
         if pending:
-            data = _Resolving(data, pending)
-            data["record"] = _Resolving(rec, pending)
+            data = _Resolving(data, pending, linked=True)
+            data["record"] = _Resolving(rec, pending, linked=False)
         data["current_user"] = uow.user.env()
         data["settings"] = dict(uow.app.settings)
         if old is not None:
@@ -833,16 +833,16 @@ class _Resolving(dict):
     """Names for the checks of a record with pending look-ups: reading one of those fields runs its
     look-up (``_PendingLookups.resolve``) before the value is handed out."""
 
-    def __init__(self, data: Mapping[str, Any], pending: _PendingLookups):
+    def __init__(self, data: Mapping[str, Any], pending: _PendingLookups, linked: bool):
         super().__init__(data)
-        self._pending = pending
+        self._pending, self._linked = pending, linked     # linked: show a link as its record (not ``record``)
 
     def _ready(self, key: Any) -> None:
         if key in self._pending:
             value = self._pending.resolve(key)
-            target = self._pending.form.fields[key].target_form
-            dict.__setitem__(self, key, value if value is None else
-                             self._pending.records.linked(self._pending.uow, target, value))
+            if value is not None and self._linked:
+                value = self._pending.records.linked(self._pending.uow, self._pending.form.fields[key].target_form, value)
+            dict.__setitem__(self, key, value)
 
     def get(self, key: Any, default: Any = None) -> Any:
         self._ready(key)
