@@ -31,7 +31,7 @@ class InstallError(Exception):
 
 @dataclass(frozen=True)
 class Change:
-    kind: str          # create_table, add_column, rename_column, alter_column, drop_column, drop_table, create_index, drop_index, note
+    kind: str          # create_table, add_column, rename_column, alter_column, rebuild_table, drop_column, drop_table, create_index, drop_index, note
     table: str
     detail: str
     destructive: bool = False
@@ -39,7 +39,7 @@ class Change:
 
     def __str__(self) -> str:
         sign = {"create_table": "+", "add_column": "+", "create_index": "+", "rename_column": "~",
-                "alter_column": "~", "drop_column": "-", "drop_table": "-", "drop_index": "-"}.get(self.kind, "*")
+                "alter_column": "~", "rebuild_table": "~", "drop_column": "-", "drop_table": "-", "drop_index": "-"}.get(self.kind, "*")
         return f"  {sign} {self.detail}"
 
 

@@ -27,6 +27,12 @@ def _type_sql(type_, dialect) -> str:
         return type(type_).__name__.upper()
 
 
+def _autoincrement(conn: Connection, table: str) -> bool:
+    """Whether a SQLite table was made with AUTOINCREMENT (ids of deleted rows never come back)."""
+    sql = conn.exec_driver_sql("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)).scalar()
+    return "AUTOINCREMENT" in (sql or "").upper()
+
+
 class FormTablesHook:
     """Install hook: plan and apply table migrations for an app's forms."""
 
@@ -45,6 +51,9 @@ class FormTablesHook:
             if table not in existing:
                 changes.append(Change("create_table", table, f"table {name} ({len(new_cols)} columns)", data=name))
                 continue
+            if conn.dialect.name == "sqlite" and not _autoincrement(conn, table):
+                changes.append(Change("rebuild_table", table, f"table {name}: a new record never takes a deleted "
+                                      "record's id (AUTOINCREMENT; the rows are copied)", data=name))
             live_cols = {c["name"]: c["type"] for c in insp.get_columns(table)}
             old_form = old_forms.get(name)
             old_cols = column_specs(old_form, name in old_children) if old_form else dict(live_cols)
@@ -97,12 +106,14 @@ class FormTablesHook:
             op.drop_index(c.data, table_name=c.table)
         per_table: dict[str, list[Change]] = {}
         for c in changes:
-            if c.kind in ("rename_column", "add_column", "alter_column", "drop_column"):
+            if c.kind in ("rename_column", "add_column", "alter_column", "drop_column", "rebuild_table"):
                 per_table.setdefault(c.table, []).append(c)
         for table, items in per_table.items():
             form_name = table.split("__", 1)[1]
             target = tables[form_name]
-            if sqlite and any(c.kind in ("alter_column", "drop_column") for c in items):
+            rebuild = any(c.kind in ("alter_column", "drop_column", "rebuild_table") for c in items)
+            items = [c for c in items if c.kind != "rebuild_table"]      # the recreate itself is the rebuild
+            if sqlite and rebuild:
                 # the copy also gets AUTOINCREMENT if the table was made without it (build_table)
                 with op.batch_alter_table(table, recreate="always", table_kwargs={"sqlite_autoincrement": True}) as batch:
                     self._ops(batch, items, target, sqlite=True)

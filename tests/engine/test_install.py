@@ -115,6 +115,37 @@ def test_upgrade_add_rename_retype_keeps_rows(rt, tmp_path):
     assert all(r["note"] is None for r in rows)
 
 
+def test_an_upgrade_gives_an_old_sqlite_table_autoincrement_keeping_its_rows(rt, tmp_path):
+    """Tables made before AUTOINCREMENT let SQLite give a deleted last record's id to the next
+    record (which then showed the deleted one's timeline).  The next upgrade rebuilds them."""
+    from alembic.migration import MigrationContext
+    from alembic.operations import Operations
+    if rt.db.dialect != "sqlite":
+        pytest.skip("PostgreSQL sequences never give an id twice")
+    install(rt, pkg(tmp_path))
+    add_customers(rt, 3)
+    with rt.db.write() as conn:              # as a table made by an earlier Loom
+        with Operations(MigrationContext.configure(conn)).batch_alter_table(
+                "mini__customer", recreate="always", table_kwargs={"sqlite_autoincrement": False}):
+            pass
+    sql = "SELECT sql FROM sqlite_master WHERE name = 'mini__customer'"
+    with rt.db.read() as conn:
+        assert "AUTOINCREMENT" not in conn.exec_driver_sql(sql).scalar()
+    report = install(rt, pkg(tmp_path, "v2", version="1.1.0"))
+    assert [c.kind for c in report.changes] == ["rebuild_table"], report.lines()
+    assert "never takes a deleted record's id" in "\n".join(report.lines())
+    with rt.db.read() as conn:
+        assert "AUTOINCREMENT" in conn.exec_driver_sql(sql).scalar()
+    rows = read_customers(rt)
+    assert [r["phone"] for r in rows] == ["13800138000", "13800138001", "13800138002"]
+    last = rows[-1]["id"]
+    with rt.db.write() as conn:
+        uow = UnitOfWork(rt, conn, rt.app("mini"), SYSTEM_USER, rt.clock.now())
+        rt.services["records"].delete(uow, "customer", last, trusted=True)
+        new = rt.services["records"].create(uow, "customer", {"name": "新", "phone": "13900139000", "region": "east"})
+    assert new["id"] > last
+
+
 def test_drop_needs_allow_drop(rt, tmp_path):
     install(rt, pkg(tmp_path))
     add_customers(rt, 2)
