@@ -18,7 +18,10 @@ def to_db(value: dt.datetime | None) -> dt.datetime | None:
     """Aware -> naive UTC for storage (naive input is assumed UTC already)."""
     if value is None:
         return None
-    if value.tzinfo is not None:
+    tz = value.tzinfo
+    if tz is dt.timezone.utc:                # the usual case (the clock's now): no conversion
+        return value.replace(tzinfo=None)
+    if tz is not None:
         value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
     return value
 

@@ -56,6 +56,9 @@ class RoleDef:
     permissions: frozenset[str]
 
 
+_NO_FORMS: Mapping[str, Any] = MappingProxyType({})
+
+
 @dataclass(frozen=True)
 class AppDef:
     """The compiled app: frozen, shared by every engine and request."""
@@ -83,7 +86,7 @@ class AppDef:
 
     @property
     def forms(self) -> Mapping[str, Any]:
-        return self.sections.get("forms", MappingProxyType({}))
+        return self.sections.get("forms", _NO_FORMS)
 
     def section(self, name: str, default: Any = None) -> Any:
         return self.sections.get(name, default)
