@@ -631,8 +631,9 @@ _REBUILD = object()
 
 
 def _link_value(rc: RunContext, field: str, value: Any) -> Any:
-    """What the expressions see for a link field just staged (as ``link_env`` shows it), or
-    ``_REBUILD`` when only a fresh environment can say (a user field, a form without links)."""
+    """What the expressions see for a link or user field just staged (as ``build_env`` shows it:
+    a link as its record, a user as the name), or ``_REBUILD`` for a link to a form the app
+    doesn't have, which only a fresh environment shows right."""
     target = dict(rc.records.link_fields(rc.uow.app, rc.formdef)).get(field)
     if target is None:
         return value if field not in rc.formdef.fields or rc.formdef.fields[field].type != "link" else _REBUILD
