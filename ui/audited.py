@@ -8,7 +8,7 @@ on the engines and ``ui.deps``, never on the API or the pages.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterable
 from dataclasses import replace
 from typing import Iterator
 
@@ -52,6 +52,12 @@ class AuditedRead:
     The route reports the ids it serves with ``served``; leaving an audited
     read without doing so is a bug and fails the request rather than serve
     personal data unaudited.
+
+    Titles of *other* records (a ticket's link to its customer, a link picker's
+    options, a filter's options) are personal data too when the linked form is
+    titled by a PII field.  The read plans for them (``title_forms``) and the
+    title lookup reports the ids it shows unmasked (``titles_shown``); they are
+    audited here, one row per linked form, naming the page's form in ``on``.
     """
 
     def __init__(self, uow: UnitOfWork, form: FormDef, g: Grant, fields: list[str], via: str | None = None):
@@ -61,18 +67,57 @@ class AuditedRead:
     def served(self, ids: list[int]) -> None:
         self.ids = list(ids)
 
-    def _audit(self) -> None:
-        if not self.fields:
-            return
-        if self.ids is None:
-            raise RuntimeError(f"read of {self.form.app}.{self.form.name} shows personal data but reported no records")
-        if self.ids:
-            uow, ids = self.uow, self.ids
-            details = {"fields": self.fields, "ids": ids[:500], "count": len(ids)}
+    def _audit(self, titles: dict[str, set[int]]) -> None:
+        if self.fields:
+            if self.ids is None:
+                raise RuntimeError(f"read of {self.form.app}.{self.form.name} shows personal data but reported no records")
+            self._row(self.form, self.fields, self.ids)
+        for name, ids in sorted(titles.items()):
+            fd = self.uow.app.forms[name]
+            self._row(fd, [fd.title_field], sorted(ids), on=self.form.name)
+
+    def _row(self, fd: FormDef, fields: list[str], ids: list[int], **extra) -> None:
+        if ids:
+            uow = self.uow
+            details = {"fields": fields, "ids": ids[:500], "count": len(ids), **extra}
             if self.via:
                 details["via"] = self.via
-            audit(uow.conn, uow.now, uow.user.username, "pii.read", app=self.form.app, form=self.form.name,
+            audit(uow.conn, uow.now, uow.user.username, "pii.read", app=fd.app, form=fd.name,
                   record_id=ids[0] if len(ids) == 1 else None, details=details)
+
+
+TITLES = "loom_pii_titles"      # conn.info, during an audited read: {form: ids} whose PII titles it showed
+
+
+def pii_title(svc, uow: UnitOfWork, fd: FormDef) -> bool:
+    """Whether ``fd``'s record titles are personal data this user sees unmasked (a PII title field
+    the user's grant doesn't hide).  Without ``view_pii`` they are masked, and so never audited."""
+    f = fd.fields.get(fd.title_field)
+    return (f is not None and f.pii and svc.can_view_pii(uow)
+            and fd.title_field not in grant(fd, uow.user, "read").hidden)
+
+
+def titles_shown(uow: UnitOfWork, fd: FormDef, ids: Iterable[int]) -> bool:
+    """Report that the PII titles of ``fd``'s records ``ids`` are about to be shown unmasked.
+
+    False when the transaction audits no titles (a plain read, not planned by ``audited_read`` for
+    ``fd``'s titles): the caller masks them then -- personal data is never shown unaudited."""
+    shown = uow.conn.info.get(TITLES)
+    if shown is None:
+        return False
+    shown.setdefault(fd.name, set()).update(ids)
+    return True
+
+
+def linked_forms(svc, app, fd: FormDef, children: bool = False) -> set[str]:
+    """The forms whose titles a page of ``fd`` may show: the targets of its links (and its child tables')."""
+    out = set()
+    for f in fd.fields.values():
+        if f.type == "link":
+            out.add(f.target_form)
+        elif children and f.type == "child_table":
+            out |= linked_forms(svc, app, svc.form(app, f.target_form))
+    return out
 
 
 def pii_shown(svc, uow: UnitOfWork, fd: FormDef, g: Grant, children: bool = False,
@@ -98,18 +143,27 @@ def pii_shown(svc, uow: UnitOfWork, fd: FormDef, g: Grant, children: bool = Fals
 @contextlib.contextmanager
 def audited_read(rt, app_name: str, form_name: str, user: User, lang: str, *, children: bool = False,
                  columns: Callable[[FormDef, Grant], Collection[str]] | None = None,
-                 via: str | None = None) -> Iterator[AuditedRead]:
+                 via: str | None = None, title_forms: Collection[str] = ()) -> Iterator[AuditedRead]:
     """An ``AuditedRead`` of ``app_name.form_name``: see its docstring.
 
     ``columns(form, grant)``: the fields the read will show, when it shows only some (a list page's
     columns) -- worked out before the transaction, as the transaction depends on it.  ``via`` is
-    recorded in the audit row (``"page"`` for the HTML pages)."""
+    recorded in the audit row (``"page"`` for the HTML pages).  ``title_forms``: forms whose titles
+    the read shows besides those of the form's links (``linked_forms``)."""
     svc = rt.services["records"]
     plan = UnitOfWork(rt, None, installed_app(rt, app_name, user), user, rt.clock.now(), lang=lang)  # no transaction yet
     fd = svc.form(plan.app, form_name)
     g = grant(fd, user, "read")
     fields = pii_shown(svc, plan, fd, g, children, columns(fd, g) if columns else None)
-    with (rt.db.write() if fields else rt.db.read()) as conn:
+    titled = [t for t in linked_forms(svc, plan.app, fd, children) | set(title_forms)
+              if t in plan.app.forms and pii_title(svc, plan, plan.app.forms[t])]
+    writes = bool(fields or titled)
+    with (rt.db.write() if writes else rt.db.read()) as conn:
         read = AuditedRead(replace(plan, conn=conn), fd, g, fields, via)
-        yield read
-        read._audit()
+        if writes:
+            conn.info[TITLES] = {}          # any write transaction can audit the titles it shows
+        try:
+            yield read
+            read._audit(conn.info.get(TITLES) or {})
+        finally:
+            conn.info.pop(TITLES, None)     # the connection goes back to the pool

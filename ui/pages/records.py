@@ -31,7 +31,7 @@ from forms.comments import record_timeline
 from forms.comments.mentions import segments as mention_segments
 from forms.model import SYSTEM_COLUMNS, SYSTEM_LABELS, FormDef
 
-from ..audited import audited_read
+from ..audited import audited_read, pii_title, titles_shown
 from ..deps import unit_of_work
 from . import engines
 from .common import PageRoute, fragment, lang_of, page_user, redirect, render, runtime
@@ -235,12 +235,22 @@ def link_titles(uow, target: str, ids, lang: str) -> dict[tuple[str, int], str]:
         return {}
     table = svc.table(uow.app, fd.name)
     rows = uow.conn.execute(q.where(table.c.id.in_(sorted(ids)))).mappings().all()
-    out = {}
+    recs = [svc.decode(fd, r) for r in rows]
+    return {(target, i): t for i, t in shown_titles(uow, fd, recs, lang).items()}
+
+
+def shown_titles(uow, fd: FormDef, recs: list[Mapping], lang: str) -> dict[int, str]:
+    """``{id: title}`` of records of ``fd`` as this user may see them -- every title shown of a record
+    that isn't the page's own goes through here (links, link pickers, filter options).
+
+    A PII title is masked without ``view_pii``.  With it, it is shown only if the read it is shown in
+    audits it (``ui.audited.titles_shown``: the page's ``audited_read``), else masked: personal data
+    is never shown unaudited, not even as the name of a linked customer."""
     pii = can_view_pii(uow)
-    for r in rows:
-        rec = svc.decode(fd, r)
-        out[(target, rec["id"])] = record_title(fd, rec, lang, uow.app.tz, pii, g.hidden)
-    return out
+    if pii and recs and pii_title(_svc(uow.runtime), uow, fd):
+        pii = titles_shown(uow, fd, [r["id"] for r in recs])
+    hidden = grant(fd, uow.user, "read").hidden
+    return {r["id"]: record_title(fd, r, lang, uow.app.tz, pii, hidden) for r in recs}
 
 
 def record_title(fd: FormDef, rec: Mapping, lang: str, tz, pii: bool = True, hidden=()) -> str:
@@ -305,8 +315,7 @@ def _filter_controls(uow, form: FormDef, lang: str, active: Mapping[str, str], h
             if target is not None:
                 try:
                     recs, _ = _svc(uow.runtime).list(uow, target.name, limit=200, count=False, order=None)
-                    pii = can_view_pii(uow)
-                    opts = [{"value": str(r["id"]), "label": record_title(target, r, lang, uow.app.tz, pii)} for r in recs]
+                    opts = [{"value": str(i), "label": t} for i, t in shown_titles(uow, target, recs, lang).items()]
                 except Exception:  # noqa: BLE001 - a target the user can't read: no options
                     opts = []
             ctl.update(kind="select", options=opts, value=active.get(name, ""))
@@ -926,9 +935,7 @@ def link_options(uow, target: str, q: str, lang: str, limit: int = 20) -> list[d
         recs, _ = _svc(uow.runtime).list(uow, target, q=q or None, limit=limit, count=False)
     except Exception:  # noqa: BLE001 - not readable: nothing to pick
         return []
-    pii = can_view_pii(uow)
-    hidden = grant(fd, uow.user, "read").hidden
-    return [{"value": str(r["id"]), "label": record_title(fd, r, lang, uow.app.tz, pii, hidden)} for r in recs]
+    return [{"value": str(i), "label": t} for i, t in shown_titles(uow, fd, recs, lang).items()]
 
 
 def user_options(uow, f, q: str, limit: int = 20) -> list[dict]:
@@ -967,7 +974,8 @@ def new_page(app_name: str, form_name: str, request: Request):
     user = page_user(request)
     rt = runtime(request)
     lang = _app_lang(request, user, app_name)
-    with unit_of_work(rt, app_name, user, lang) as uow:
+    with audited_read(rt, app_name, form_name, user, lang, columns=_nothing_stored, via="page") as read:
+        uow = read.uow
         form = _form(uow, form_name)
         if not grant(form, user, "create").allowed:
             from engine.errors import Forbidden
@@ -978,6 +986,12 @@ def new_page(app_name: str, form_name: str, request: Request):
             if k in form.fields and v:
                 values.update(parse_for_state(uow, form, {k: v}))
         return _form_page(request, uow, form, lang, None, values, [])
+
+
+def _nothing_stored(form: FormDef, g) -> tuple:
+    """``columns`` of an ``audited_read`` that shows none of the form's stored values, only titles of
+    linked records (a new record's form, a link picker's options, duplicate warnings)."""
+    return ()
 
 
 def defaults(uow, form: FormDef) -> dict:
@@ -1054,8 +1068,12 @@ def _save(request, rt, user, lang, app_name, form_name, record_id, submitted):
     except RecordInvalid as exc:
         errors = exc.errors
     if errors:
-        with unit_of_work(rt, app_name, user, lang) as uow:
+        # the redraw shows the stored values (raw PII with view_pii) as the edit page does: audited alike
+        with audited_read(rt, app_name, form_name, user, lang, children=old is not None,
+                          columns=None if old else _nothing_stored, via="page") as read:
+            uow = read.uow
             form = _form(uow, form_name)
+            read.served([old["id"]] if old else [])
             values = parse_for_state(uow, form, data)
             return _form_page(request, uow, form, lang, old, values, errors, raw=raw, status=422)
     return redirect(f"/apps/{app_name}/forms/{form_name}/{rid}?saved=1", request)
@@ -1122,7 +1140,9 @@ async def duplicates(app_name: str, form_name: str, request: Request):
     rt = runtime(request)
     submitted = await request.form()
     lang = _app_lang(request, user, app_name)
-    with unit_of_work(rt, app_name, user, lang) as uow:
+    with audited_read(rt, app_name, form_name, user, lang, columns=_nothing_stored, via="page",
+                      title_forms=(form_name,)) as read:      # the duplicates are shown by their titles
+        uow = read.uow
         form = _form(uow, form_name)
         data = {n: submitted.get(n) for n in form.duplicate_check if submitted.get(n)}
         rid = str(submitted.get("_id") or "")
@@ -1172,7 +1192,8 @@ def link_search(app_name: str, form_name: str, field: str, request: Request):
     rt = runtime(request)
     lang = _app_lang(request, user, app_name)
     q = (request.query_params.get(f"_q_{field}") or request.query_params.get("q") or "").strip()
-    with unit_of_work(rt, app_name, user, lang) as uow:
+    with audited_read(rt, app_name, form_name, user, lang, columns=_nothing_stored, via="page") as read:
+        uow = read.uow
         form = uow.app.forms.get(form_name)
         f = form.fields.get(field) if form else None
         if f is None or f.type != "link":
