@@ -20,6 +20,7 @@ from sqlalchemy import and_, bindparam, or_, select, update
 
 from engine import platform as P
 from engine import scheduler
+from engine.crypto import mask
 from engine.auth import SYSTEM_USER, get_user, list_users
 from engine.db import insert_ignore
 from engine.clock import from_db, to_db
@@ -996,6 +997,15 @@ def task_json(uow: UnitOfWork | None, task: dict, record_title: str | None = Non
             if task["status"] == "open" else []}
 
 
+def _list_title(form: Any, rec: Mapping[str, Any]) -> Any:
+    """A record's title in a task list.  A title that is personal data is masked for everyone: the
+    list is a plain read that writes no ``pii.read`` audit row, so it may not show it unmasked (the
+    record itself, opened from the task, shows it to those allowed -- audited)."""
+    title = rec.get(form.title_field)
+    f = form.fields.get(form.title_field)
+    return mask(str(title)) if title is not None and f is not None and f.pii else title
+
+
 def open_tasks(rt: Any, user: Any, app: str | None = None, limit: int = 200) -> list[dict]:
     """The user's open tasks: assigned to them, or waiting for one of their roles on records they can see."""
     from engine.runtime import AppNotFound
@@ -1031,7 +1041,7 @@ def open_tasks(rt: Any, user: Any, app: str | None = None, limit: int = 200) -> 
                     if key not in visible:
                         try:
                             rec = records.get(uow, r["form"], r["record_id"])
-                            visible[key] = (True, rec.get(appdef.forms[r["form"]].title_field))
+                            visible[key] = (True, _list_title(appdef.forms[r["form"]], rec))
                         except (NotFound, Forbidden):
                             visible[key] = (False, None)
                     seen, title = visible[key]

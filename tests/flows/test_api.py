@@ -132,3 +132,27 @@ def test_tasks_complete_approve_reject_transfer(client):
     assert h.get(f"/api/apps/svc/ticket/{rid}", headers=T["amy"]).json()["state"] == "closed"
     assert h.post("/api/tasks/999999/approve", json={}, headers=T["mia"]).status_code == 404
     assert h.post(f"/api/tasks/{task['id']}/frobnicate", json={}, headers=T["mia"]).status_code == 404
+
+
+def test_a_task_list_never_shows_a_personal_data_title_unmasked(api, package_dir):
+    """A task's ``record_title`` is its record's title field; when that field is personal data the
+    list (a read that writes no audit row) shows it masked -- to managers without view_pii, who
+    saw the raw value before, and alike to everyone else."""
+    from .helpers import TICKET
+    rt = api.rt
+    pii_ticket = TICKET.replace("  subject: {type: text, required: true}", "  subject: {type: text, required: true, pii: true}")
+    setup_app(rt, package_dir, {"ticket_flow": FLOW}, extra={"forms/ticket.yaml": pii_ticket})
+    api.tokens = {name: api.user(name, roles, attrs) for name, roles, attrs in [
+        ("amy", ["agent"], {"dealer": "D1"}), ("max", ["manager"], {}), ("mia", ["manager"], {})]}
+    h, T = api.http, api.tokens
+    r = h.post("/api/apps/svc/ticket", json={"subject": "Rattle from the dashboard", "dealer": "D1"}, headers=T["amy"])
+    assert r.status_code == 201, r.text
+    rid = r.json()["id"]
+    with uow(rt) as u:
+        u.service("records").update(u, "ticket", rid, {}, trusted=True, system_values={"owner": "amy"})
+    h.post(url(rid, "start"), json={}, headers=T["amy"])
+    assert h.post(url(rid, "resolve"), json={"data": {"resolution": "x", "root_cause": "y"}}, headers=T["amy"]).status_code == 200
+    items = h.get("/api/tasks", headers=T["max"]).json()["items"] + h.get("/api/tasks", headers=T["mia"]).json()["items"]
+    callback = [t for t in items if t["kind"] == "callback"][0]
+    assert callback["record_title"] and "Rattle" not in callback["record_title"], callback["record_title"]
+    assert "*" in callback["record_title"]
