@@ -2,8 +2,10 @@
 
 Both ``ui.api.records`` and ``ui.pages.records`` read records through
 ``audited_read``, so a page and an API call that show the same personal data
-write the same ``pii.read`` audit row, the same way.  This module depends only
-on the engines and ``ui.deps``, never on the API or the pages.
+write the same ``pii.read`` audit row, the same way; so do a report's
+drill-down (``audited_read``) and the home page's lists of records by title
+(``audited_titles``).  This module depends only on the engines and
+``ui.deps``, never on the API or the pages.
 """
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from typing import Iterator
 
 from engine.audit import audit
 from engine.auth import User
+from engine.definitions import AppDef
 from engine.uow import UnitOfWork
 from forms.access import Grant, grant
 from forms.model import FormDef
@@ -58,9 +61,12 @@ class AuditedRead:
     titled by a PII field.  The read plans for them (``title_forms``) and the
     title lookup reports the ids it shows unmasked (``titles_shown``); they are
     audited here, one row per linked form, naming the page's form in ``on``.
+    A page of no one form (the home page: ``audited_titles``) has ``form`` None
+    and shows records by their titles only; its rows have no ``on``.
     """
 
-    def __init__(self, uow: UnitOfWork, form: FormDef, g: Grant, fields: list[str], via: str | None = None):
+    def __init__(self, uow: UnitOfWork, form: FormDef | None, g: Grant | None, fields: list[str],
+                 via: str | None = None):
         self.uow, self.form, self.grant, self.fields, self.via = uow, form, g, fields, via
         self.ids: list[int] | None = None
 
@@ -72,9 +78,10 @@ class AuditedRead:
             if self.ids is None:
                 raise RuntimeError(f"read of {self.form.app}.{self.form.name} shows personal data but reported no records")
             self._row(self.form, self.fields, self.ids)
+        on = {"on": self.form.name} if self.form is not None else {}
         for name, ids in sorted(titles.items()):
             fd = self.uow.app.forms[name]
-            self._row(fd, [fd.title_field], sorted(ids), on=self.form.name)
+            self._row(fd, [fd.title_field], sorted(ids), **on)
 
     def _row(self, fd: FormDef, fields: list[str], ids: list[int], **extra) -> None:
         if ids:
@@ -140,6 +147,11 @@ def pii_shown(svc, uow: UnitOfWork, fd: FormDef, g: Grant, children: bool = Fals
     return shown
 
 
+def _plan(rt, app_name: str, user: User, lang: str) -> UnitOfWork:
+    """A unit of work without a transaction yet: what a read will show is worked out on it first."""
+    return UnitOfWork(rt, None, installed_app(rt, app_name, user), user, rt.clock.now(), lang=lang)
+
+
 @contextlib.contextmanager
 def audited_read(rt, app_name: str, form_name: str, user: User, lang: str, *, children: bool = False,
                  columns: Callable[[FormDef, Grant], Collection[str]] | None = None,
@@ -151,14 +163,37 @@ def audited_read(rt, app_name: str, form_name: str, user: User, lang: str, *, ch
     recorded in the audit row (``"page"`` for the HTML pages).  ``title_forms``: forms whose titles
     the read shows besides those of the form's links (``linked_forms``)."""
     svc = rt.services["records"]
-    plan = UnitOfWork(rt, None, installed_app(rt, app_name, user), user, rt.clock.now(), lang=lang)  # no transaction yet
+    plan = _plan(rt, app_name, user, lang)
     fd = svc.form(plan.app, form_name)
     g = grant(fd, user, "read")
     fields = pii_shown(svc, plan, fd, g, children, columns(fd, g) if columns else None)
-    titled = [t for t in linked_forms(svc, plan.app, fd, children) | set(title_forms)
-              if t in plan.app.forms and pii_title(svc, plan, plan.app.forms[t])]
+    with _audited(plan, fd, g, fields, linked_forms(svc, plan.app, fd, children) | set(title_forms), via) as read:
+        yield read
+
+
+@contextlib.contextmanager
+def audited_titles(rt, app_name: str, user: User, lang: str, title_forms: Callable[[AppDef], Collection[str]],
+                   via: str | None = None) -> Iterator[AuditedRead]:
+    """An ``AuditedRead`` of a page that shows records only by their titles, of several forms and of
+    none in particular (the home page's lists of a user's latest records): no stored field is shown
+    but the title, and each form's PII titles are audited as linked titles are (``shown_titles``).
+
+    ``title_forms(app)``: the forms whose titles the page may show, worked out before the transaction."""
+    plan = _plan(rt, app_name, user, lang)
+    with _audited(plan, None, None, [], title_forms(plan.app), via) as read:
+        yield read
+
+
+@contextlib.contextmanager
+def _audited(plan: UnitOfWork, fd: FormDef | None, g: Grant | None, fields: list[str],
+             title_forms: Collection[str], via: str | None) -> Iterator[AuditedRead]:
+    """The transaction of an audited read planned on ``plan``: a writer only if it may show personal
+    data unmasked -- ``fields`` of ``fd``, or the PII titles of ``title_forms`` -- else a plain read."""
+    svc = plan.runtime.services["records"]
+    titled = [t for t in title_forms if t in plan.app.forms and pii_title(svc, plan, plan.app.forms[t])]
     writes = bool(fields or titled)
-    with (rt.db.write() if writes else rt.db.read()) as conn:
+    db = plan.runtime.db
+    with (db.write() if writes else db.read()) as conn:
         read = AuditedRead(replace(plan, conn=conn), fd, g, fields, via)
         if writes:
             conn.info[TITLES] = {}          # any write transaction can audit the titles it shows

@@ -14,7 +14,8 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 
-from ..deps import unit_of_work
+from ..audited import audited_read
+from ..deps import installed_app, unit_of_work
 from . import engines
 from .common import PageRoute, fragment, lang_of, page_user, render, runtime
 from .i18n import label
@@ -135,6 +136,12 @@ def report_page(app_name: str, name: str, request: Request):
                                            "query": query})
 
 
+def drill_columns(rd, form, g) -> list[str]:
+    """The columns of a drill-down, as the reports service lists them (the report's drill columns or the
+    form's list columns) less the fields hidden from the user: known before the read, which audits them."""
+    return [c for c in rd.drill_columns or form.list_columns if c not in g.hidden]
+
+
 @router.get("/apps/{app_name}/reports/{name}/drill")
 def drill_page(app_name: str, name: str, request: Request):
     """The records behind one bar/slice: a record list filtered accordingly."""
@@ -149,17 +156,14 @@ def drill_page(app_name: str, name: str, request: Request):
         raise NotFound(name)
     size = 50
     from .records import Display, col_label, record_title
-    with unit_of_work(rt, app_name, user, lang) as uow:
-        rd = svc.definition(uow.app, name)
+    rd = svc.definition(installed_app(rt, app_name, user), name)
+    with audited_read(rt, app_name, rd.source, user, lang, via="page",
+                      columns=lambda fd, g: [*drill_columns(rd, fd, g), fd.title_field]) as read:
+        uow, form, g = read.uow, read.form, read.grant
         data = svc.drill(uow, name, params, limit=size, offset=(page - 1) * size)
-        form = uow.service("records").form(uow.app, data["form"])
-        from forms.access import grant
-        g = grant(form, user, "read")
-        cols = [c for c in data.get("columns") or form.list_columns if c not in g.hidden]
-        recs = []
-        for item in data.get("items") or []:
-            rec = uow.service("records").get(uow, form.name, item["id"])
-            recs.append(rec)
+        cols = drill_columns(rd, form, g)
+        recs = [uow.service("records").get(uow, form.name, item["id"]) for item in data.get("items") or []]
+        read.served([r["id"] for r in recs])
         disp = Display(uow, form, lang)
         disp.preload(recs, cols)
         rows = [{"url": f"/apps/{app_name}/forms/{form.name}/{r['id']}", "title": record_title(form, r, lang, uow.app.tz, disp.pii, g.hidden),
@@ -174,10 +178,10 @@ def drill_page(app_name: str, name: str, request: Request):
             if k in form.fields:
                 lab = col_label(form, k, lang)
             applied.append({"name": lab, "value": v})
-    total = data.get("total") or 0
-    pages = max(1, -(-total // size))
-    return render(request, "drill.html", {"app_name": app_name, "report_label": label(rd.label, lang, rd.name),
-                                          "form_label": label(form.label, lang, form.name), "rows": rows, "headers": headers,
-                                          "total": total, "applied": applied, "page": page, "pages": pages,
-                                          "report_url": f"/apps/{app_name}/reports/{name}",
-                                          "list_url": f"/apps/{app_name}/forms/{form.name}"})
+        total = data.get("total") or 0
+        pages = max(1, -(-total // size))
+        return render(request, "drill.html", {"app_name": app_name, "report_label": label(rd.label, lang, rd.name),
+                                              "form_label": label(form.label, lang, form.name), "rows": rows, "headers": headers,
+                                              "total": total, "applied": applied, "page": page, "pages": pages,
+                                              "report_url": f"/apps/{app_name}/reports/{name}",
+                                              "list_url": f"/apps/{app_name}/forms/{form.name}"}, conn=uow.conn)

@@ -15,7 +15,7 @@ from engine import platform as P
 from engine.clock import from_db
 from forms.access import grant
 
-from ..deps import unit_of_work
+from ..audited import audited_titles
 from . import engines
 from .common import PageRoute, lang_of, optional_user, page_user, render, runtime
 from .i18n import label
@@ -49,6 +49,12 @@ def home_items(app, user) -> list:
     return items
 
 
+def home_forms(app, user) -> list[str]:
+    """The forms whose records the home page lists by title (its ``{form: x}`` widgets): planned before
+    its read, whose transaction audits the titles that are personal data (``audited_titles``)."""
+    return [it["form"] for it in home_items(app, user) if isinstance(it, dict) and "form" in it]
+
+
 @router.get("/apps/{app_name}")
 def app_home(app_name: str, request: Request):
     user = page_user(request)
@@ -59,10 +65,11 @@ def app_home(app_name: str, request: Request):
         default = None
     lang = lang_of(request, user, default)
     from .dashboards import dashboard_view, widget_view
-    from .records import Display, record_title
+    from .records import Display, shown_titles
     from .tasks import load_tasks, task_counts
     blocks = []
-    with unit_of_work(rt, app_name, user, lang) as uow:
+    with audited_titles(rt, app_name, user, lang, lambda app: home_forms(app, user), via="page") as read:
+        uow = read.uow
         app = uow.app
         for it in home_items(app, user):
             try:
@@ -85,11 +92,11 @@ def app_home(app_name: str, request: Request):
                     if not rows and filters:
                         rows, total = svc.list(uow, fd.name, limit=6)
                     disp = Display(uow, fd, lang)
-                    g = grant(fd, user, "read")
+                    titles = shown_titles(uow, fd, rows, lang)      # a PII title: masked, or shown and audited
                     blocks.append({"kind": "form", "label": label(fd.label, lang, fd.name), "total": total,
                                    "url": f"/apps/{app_name}/forms/{fd.name}", "can_create": grant(fd, user, "create").allowed,
                                    "rows": [{"url": f"/apps/{app_name}/forms/{fd.name}/{r['id']}",
-                                             "title": record_title(fd, r, lang, app.tz, disp.pii, g.hidden),
+                                             "title": titles[r["id"]],
                                              "state": disp.value("state", r), "at": disp.value("updated_at", r)["text"]} for r in rows]})
                 elif isinstance(it, dict) and "dashboard" in it:
                     view = dashboard_view(uow, it["dashboard"], {})
@@ -107,8 +114,9 @@ def app_home(app_name: str, request: Request):
             except Exception:  # noqa: BLE001 - one broken widget must not break the home page
                 import logging
                 logging.getLogger("loom.pages").exception("home widget %s failed", it)
-    has_charts = any(b["kind"] == "dashboard" for b in blocks)
-    return render(request, "home.html", {"app_name": app_name, "blocks": blocks, "has_charts": has_charts})
+        has_charts = any(b["kind"] == "dashboard" for b in blocks)
+        return render(request, "home.html", {"app_name": app_name, "blocks": blocks, "has_charts": has_charts},
+                      conn=uow.conn)
 
 
 @router.get("/apps/{app_name}/{form_name}/{record_id:int}")

@@ -241,7 +241,8 @@ def link_titles(uow, target: str, ids, lang: str) -> dict[tuple[str, int], str]:
 
 def shown_titles(uow, fd: FormDef, recs: list[Mapping], lang: str) -> dict[int, str]:
     """``{id: title}`` of records of ``fd`` as this user may see them -- every title shown of a record
-    that isn't the page's own goes through here (links, link pickers, filter options).
+    that isn't the page's own goes through here (links, link pickers, filter options, the
+    home page's lists).
 
     A PII title is masked without ``view_pii``.  With it, it is shown only if the read it is shown in
     audits it (``ui.audited.titles_shown``: the page's ``audited_read``), else masked: personal data
