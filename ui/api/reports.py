@@ -22,7 +22,8 @@ from fastapi.responses import StreamingResponse
 from engine.audit import audit
 from engine.auth import User
 
-from ..deps import current_user, language, runtime, unit_of_work
+from ..audited import audited_read
+from ..deps import current_user, installed_app, language, runtime, unit_of_work
 
 router = APIRouter(prefix="/api/apps", tags=["reports"])
 
@@ -74,9 +75,14 @@ def report_chart(app: str, report: str, request: Request, user: User = Depends(c
 @router.get("/{app}/reports/{report}/drill", summary="The records behind one bar, slice or cell")
 def report_drill(app: str, report: str, request: Request, user: User = Depends(current_user),
                  limit: int = 50, offset: int = 0):
+    """The records themselves, as the record API lists them: personal data shown unmasked is audited
+    in the read's own transaction (``ui.audited``), as it is there."""
     rt = runtime(request)
-    with unit_of_work(rt, app, user, language(request, user)) as uow:
-        return _svc(rt).drill(uow, report, _params(request), limit=limit, offset=offset)
+    source = _svc(rt).definition(installed_app(rt, app, user), report).source
+    with audited_read(rt, app, source, user, language(request, user)) as read:
+        data = _svc(rt).drill(read.uow, report, _params(request), limit=limit, offset=offset)
+        read.served([item["id"] for item in data.get("items") or []])
+        return data
 
 
 @router.get("/{app}/dashboards/{name}", summary="A dashboard: its widgets with chart options")
