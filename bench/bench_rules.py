@@ -195,6 +195,30 @@ def report(kind: str, results: dict, n: int) -> None:
           f"in this process's CPU time (median; on SQLite this includes the database's work): {w[4] - wo[4]:.2f} ms")
 
 
+def machine(kind: str) -> str:
+    """How fast this machine is, for comparing absolute figures across machines: a pure-Python
+    reference loop, and (PostgreSQL) the median round trip of ``SELECT 1``."""
+    t = time.perf_counter()
+    total = 0
+    for i in range(2_000_000):
+        total += i
+    line = f"machine: Python reference loop (2M additions) {1000 * (time.perf_counter() - t):.0f} ms"
+    if kind != "sqlite":
+        from sqlalchemy import create_engine
+        eng = create_engine(kind.replace("postgresql://", "postgresql+psycopg2://", 1))
+        with eng.connect() as conn:
+            raw = conn.connection.dbapi_connection.cursor()
+            trips = []
+            for _ in range(300):
+                a = time.perf_counter()
+                raw.execute("SELECT 1")
+                raw.fetchone()
+                trips.append(time.perf_counter() - a)
+        eng.dispose()
+        line += f"; PostgreSQL round trip (SELECT 1) {1000 * statistics.median(trips):.3f} ms"
+    return line
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=500)
@@ -203,6 +227,7 @@ def main() -> None:
     dbs = args.db or ["sqlite"] + ([os.environ["LOOM_TEST_PG_URL"]] if os.environ.get("LOOM_TEST_PG_URL") else [])
     for kind in dbs:
         report("sqlite" if kind == "sqlite" else "postgresql", run(kind, args.n), args.n)
+        print("  " + machine(kind))
 
 
 if __name__ == "__main__":
