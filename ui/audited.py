@@ -93,6 +93,17 @@ class AuditedRead:
                   record_id=ids[0] if len(ids) == 1 else None, details=details)
 
 
+def audit_response(uow: UnitOfWork, fd: FormDef, record_id: int) -> None:
+    """A write whose answer is the stored record (an update, a workflow transition) shows its
+    personal data like a read does: audited in the write's own transaction -- which is open, so the
+    row goes in with the change or not at all."""
+    svc = uow.service("records")
+    g = grant(fd, uow.user, "read")
+    read = AuditedRead(uow, fd, g, pii_shown(svc, uow, fd, g))
+    read.served([record_id])
+    read._audit({})
+
+
 TITLES = "loom_pii_titles"      # conn.info, during an audited read: {form: ids} whose PII titles it showed
 
 

@@ -156,3 +156,26 @@ def test_a_task_list_never_shows_a_personal_data_title_unmasked(api, package_dir
     callback = [t for t in items if t["kind"] == "callback"][0]
     assert callback["record_title"] and "Rattle" not in callback["record_title"], callback["record_title"]
     assert "*" in callback["record_title"]
+
+
+def test_a_transition_answering_with_personal_data_audits_it(api, package_dir):
+    """The transition's answer is the record: shown unmasked to a caller with view_pii, it is
+    audited in the transition's own transaction."""
+    from sqlalchemy import select
+    from engine import platform as P
+    from .helpers import APP, TICKET
+    rt = api.rt
+    pii_ticket = TICKET.replace("  subject: {type: text, required: true}", "  subject: {type: text, required: true, pii: true}")
+    app_yaml = APP.format(version="1.0.0").replace("agent: {label: Agent}", "agent: {label: Agent, permissions: [view_pii]}")
+    setup_app(rt, package_dir, {"ticket_flow": FLOW}, extra={"forms/ticket.yaml": pii_ticket, "app.yaml": app_yaml})
+    amy = api.user("amy", ["agent"], {"dealer": "D1"})
+    r = api.http.post("/api/apps/svc/ticket", json={"subject": "Rattle", "dealer": "D1"}, headers=amy)
+    rid = r.json()["id"]
+    with uow(rt) as u:
+        u.service("records").update(u, "ticket", rid, {}, trusted=True, system_values={"owner": "amy"})
+    r = api.http.post(url(rid, "start"), json={}, headers=amy)
+    assert r.status_code == 200 and r.json()["subject"] == "Rattle", r.text
+    with rt.db.read() as conn:
+        rows = conn.execute(select(P.audit.c.actor, P.audit.c.record_id, P.audit.c.details)
+                            .where(P.audit.c.action == "pii.read")).all()
+    assert [(x.actor, x.record_id) for x in rows] == [("amy", rid)] and rows[0].details["fields"] == ["subject"]

@@ -138,3 +138,22 @@ def test_reads_of_unmasked_pii_are_audited(api):
                             .where(P.audit.c.action == "pii.read").order_by(P.audit.c.id)).all()
     assert [(r.actor, r.record_id) for r in rows] == [("boss", rec["id"]), ("boss", rec["id"])]
     assert rows[1].details["fields"] == ["phone"] and rows[1].details["count"] == 1
+
+
+def test_an_update_whose_answer_shows_personal_data_is_audited_with_it(api):
+    """PATCH answers with the stored record: for a caller with view_pii that shows its personal data
+    unmasked, as a read does -- audited in the update's own transaction; masked callers write none."""
+    from sqlalchemy import select
+    from engine import platform as P
+    h = setup_app(api)
+    rec = api.http.post("/api/apps/mini/customer", json={"name": "审计", "phone": "13500000000", "region": "east"},
+                        headers=h["admin"]).json()
+    masked = api.http.patch(f"/api/apps/mini/customer/{rec['id']}", json={"visits": 2}, headers=h["east"])
+    assert masked.status_code == 200 and masked.json()["phone"] == "135****0000", masked.text
+    shown = api.http.patch(f"/api/apps/mini/customer/{rec['id']}", json={"visits": 3}, headers=h["manager"])
+    assert shown.status_code == 200 and shown.json()["phone"] == "13500000000", shown.text
+    with api.rt.db.read() as conn:
+        rows = conn.execute(select(P.audit.c.actor, P.audit.c.record_id, P.audit.c.details)
+                            .where(P.audit.c.action == "pii.read").order_by(P.audit.c.id)).all()
+    assert [(r.actor, r.record_id) for r in rows] == [("boss", rec["id"])]
+    assert "phone" in rows[0].details["fields"] and rows[0].details["ids"] == [rec["id"]]

@@ -23,6 +23,7 @@ from sqlalchemy import select
 from engine import platform as P
 from engine.auth import User
 
+from ..audited import audit_response
 from ..deps import current_user, language, runtime, unit_of_work
 
 router = APIRouter(prefix="/api", tags=["flows"])
@@ -55,7 +56,9 @@ def fire_transition(app: str, form: str, record_id: int, transition: str, reques
         records = uow.service("records")
         flows.transition(uow, form, record_id, transition, comment=body.comment, data=body.data)
         rec = records.load(uow, form, record_id)   # not get(): the transition may have moved it out of the caller's rows
-        out = records.to_json(uow, records.form(uow.app, form), rec)
+        fd = records.form(uow.app, form)
+        audit_response(uow, fd, record_id)
+        out = records.to_json(uow, fd, rec)
         pending = flows._pending_approval(uow, form, record_id)
         if pending is not None:
             out["_approval"] = flows.approval_summary(uow, pending)

@@ -10,7 +10,7 @@ from engine.auth import User
 from engine.errors import RecordInvalid
 from forms.comments import record_timeline
 
-from ..audited import audited_read
+from ..audited import audit_response, audited_read
 from ..deps import api_token, current_user, language, runtime, signed_in_unit_of_work, unit_of_work
 
 router = APIRouter(prefix="/api/apps", tags=["records"])
@@ -97,7 +97,9 @@ def patch_record(app: str, form: str, record_id: int, request: Request, data: di
     with unit_of_work(rt, app, user, language(request, user), write=True) as uow:
         svc = _records(rt)
         rec = svc.update(uow, form, record_id, data)
-        return svc.to_json(uow, svc.form(uow.app, form), rec)
+        fd = svc.form(uow.app, form)
+        audit_response(uow, fd, record_id)
+        return svc.to_json(uow, fd, rec)
 
 
 @router.delete("/{app}/{form}/{record_id}", status_code=204, summary="Delete a record")
