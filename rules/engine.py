@@ -161,12 +161,12 @@ class RuleEngine:
         if pre is None:
             self._run_all(uow, rules, event.form, event.record, "created", occurrence="created", changed=event.changed)
             return
-        self._run_all(uow, rules[pre.start:], event.form, event.record, "created", occurrence="created",
-                      changed=event.changed, presaved=pre)
+        last = self._run_all(uow, rules[pre.start:], event.form, event.record, "created", occurrence="created",
+                             changed=event.changed, presaved=pre)
         if pre.before:
-            self._presave_updated(uow, rs, event, pre)
+            self._presave_updated(uow, rs, event, pre, last)
 
-    def _presave_updated(self, uow: Any, rs: RuleSet, event: Event, pre: "_Presaved") -> None:
+    def _presave_updated(self, uow: Any, rs: RuleSet, event: Event, pre: "_Presaved", last: RunContext | None) -> None:
         """Rules on ``updated``/``changed`` see the fields the pre-save phase filled in as changed, as
         they did when those values came with an UPDATE after the INSERT (old: the values before)."""
         changed = frozenset(pre.before)
@@ -176,7 +176,7 @@ class RuleEngine:
             old = dict(event.record, **pre.before)
             digest = hashlib.sha1(repr(sorted((k, str(event.record.get(k))) for k in changed)).encode()).hexdigest()[:12]
             self._run_all(uow, rules, event.form, event.record, "updated", old=old,
-                          occurrence=f"updated:{uow.now.isoformat()}:{digest}", changed=changed)
+                          occurrence=f"updated:{uow.now.isoformat()}:{digest}", changed=changed, carry=last)
 
     def on_updated(self, event: Event, uow: Any) -> None:
         rs = self.ruleset(uow.app)
@@ -225,13 +225,16 @@ class RuleEngine:
 
     def _run_all(self, uow: Any, rules: Any, form: str, record: Mapping, trigger: str, *, occurrence: str,
                  old: Mapping | None = None, event: Mapping | None = None, changed: Any = None,
-                 history: bool = True, presaved: "_Presaved | None" = None) -> None:
+                 history: bool = True, presaved: "_Presaved | None" = None,
+                 carry: RunContext | None = None) -> RunContext | None:
         """Fire ``rules`` in order on one event.  Changes they stage on the record are carried from
         rule to rule (each sees the others' values) and written with one update at the end; the rule
         log rows and timeline lines are written with one statement each.  ``presaved``: what the
-        pre-save phase did on this new record -- logged here, and its interrupted rule finished first."""
+        pre-save phase did on this new record -- logged here, and its interrupted rule finished first.
+        ``carry``: the last run context of rules that ran just before on the same record (its names
+        for the expressions are taken over when they still show the record); the last one of these
+        rules is returned for the same purpose."""
         current = dict(record)
-        carry: RunContext | None = None
         logs: list[dict] = []
         lines: list[dict] = []
         if presaved is not None:
@@ -261,6 +264,7 @@ class RuleEngine:
         self._write_lines(uow, lines)
         if carry is not None:
             carry.flush()
+        return carry
 
     @staticmethod
     def _write_lines(uow: Any, lines: list, before: RuleDef | None = None) -> None:

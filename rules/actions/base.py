@@ -466,14 +466,19 @@ class RunContext:
         self._env = None
 
     def adopt_env(self, other: "RunContext") -> None:
-        """Take over ``other``'s names for the expressions -- the next rule on the same event and
-        record -- instead of building them again: only ``event`` is the rule's own."""
+        """Take over ``other``'s names for the expressions -- the next rule on the same record --
+        instead of building them again: only ``event`` (and ``old``) are the rule's own."""
         env = other._env
         if (env is None or other.form != self.form or other.parent is not None or self.parent is not None
                 or other.payload is not None or self.payload is not None or other.created is not None
-                or self.created is not None or other.old != self.old or env.get("record") != self.record):
+                or self.created is not None or env.get("record") != self.record):
             return                         # (the names show a record as it was: built again)
         env["event"] = self.event
+        if other.old != self.old:          # (the changed-rules after a create: ``old`` is theirs)
+            if self.old is None:
+                env.pop("old", None)
+            else:
+                env["old"] = dict(self.old)
         if other._ectx is not None and other.changed == self.changed and other.uow is self.uow:
             self._ectx = other._ectx       # (its exists() reads through the same unit of work)
         if env.get("record") is other.record:
