@@ -96,22 +96,30 @@ def test_charts_render(page, site):
 
 
 def test_map_click_drills_down_with_encoded_placeholders(page, site):
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     _open(page, site)
     el = page.locator("#chart-map")
-    el.scroll_into_view_if_needed()
-    # Wait for the map's own "finished" after a resize: on a loaded machine the layout (and so
-    # the pixel of Guangzhou) could still move between measuring it and clicking it.
-    x, y = page.evaluate("""() => new Promise(resolve => {
-        const chart = echarts.getInstanceByDom(document.getElementById('chart-map'));
-        chart.on('finished', function done() {
-            chart.off('finished', done);
-            resolve(chart.convertToPixel({seriesIndex: 0}, [113.3, 23.4]));   // Guangzhou, in 广东
-        });
-        chart.resize({animation: {duration: 0}});
-    })""")
-    box = el.bounding_box()
-    page.mouse.click(box["x"] + x, box["y"] + y)
-    page.wait_for_function("location.hash.startsWith('#drill')")
+    for attempt in range(3):
+        el.scroll_into_view_if_needed()
+        # Wait for the map's own "finished" after a resize: on a loaded machine the layout (and so
+        # the pixel of Guangzhou) could still move between measuring it and clicking it -- and if
+        # the page moved anyway (other charts still drawing), the click missed: measure again.
+        x, y = page.evaluate("""() => new Promise(resolve => {
+            const chart = echarts.getInstanceByDom(document.getElementById('chart-map'));
+            chart.on('finished', function done() {
+                chart.off('finished', done);
+                resolve(chart.convertToPixel({seriesIndex: 0}, [113.3, 23.4]));   // Guangzhou, in 广东
+            });
+            chart.resize({animation: {duration: 0}});
+        })""")
+        box = el.bounding_box()
+        page.mouse.click(box["x"] + x, box["y"] + y)
+        try:
+            page.wait_for_function("location.hash.startsWith('#drill')", timeout=5000)
+            break
+        except PlaywrightTimeout:
+            if attempt == 2:
+                raise
     query = urllib.parse.parse_qs(page.evaluate("location.hash").split("?", 1)[1])
     assert query == {"province": ["广东省"], "series": ["销售额"]}   # the data's own name, URL-encoded
     assert "%E5%B9%BF%E4%B8%9C%E7%9C%81" in page.evaluate("location.hash")
