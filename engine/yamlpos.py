@@ -139,6 +139,11 @@ def load_yaml(text: str) -> LoadedYaml:
         mark = exc.problem_mark or exc.context_mark
         line, col = (mark.line + 1, mark.column + 1) if mark else (1, 1)
         problem = _one_line(exc.problem or exc.context or "invalid YAML").replace('"', "'")
+        if "maximum nesting depth" in problem:
+            # libyaml >= 0.2.6 (PyYAML 6.0.4 wheels) stops deep nesting while scanning, before our
+            # event check sees the 65th level: the same limit, said the same way
+            raise YamlSyntaxError(f"YAML error: lists/mappings nest more than {MAX_DEPTH} levels deep; "
+                                  "flatten the structure", line, col) from None
         raise YamlSyntaxError(f"YAML syntax error: {problem}", line, col) from None
     except yaml.reader.ReaderError as exc:   # a control character or bad encoding: one line, where it is
         line, col = _position(text, exc.position)
