@@ -20,6 +20,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
 from . import later
+from .driver import driver_execute
 
 DEFAULT_URL = "sqlite:///loom.db"
 
@@ -139,7 +140,8 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
     per dialect: on a hot path SQLAlchemy's per-call work (cache key, parameter processing, result
     metadata) costs more than a one-row primary-key read on the server.  Only for statements whose
     parameters and result columns need no type processing (plain texts and numbers in, values the
-    driver decodes itself out); engine events still see the statement.  Returns the cursor result."""
+    driver decodes itself out); engine events still see the statement (:mod:`engine.driver`).
+    Returns the rows (``first()``, ``all()``) as the driver's tuples."""
     key = (id(statement), conn.dialect.name)
     got = _DRIVER_TEXT.get(key)
     if got is None or got[0] is not statement:
@@ -150,4 +152,4 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
                                    tuple(compiled.positiontup) if compiled.positional else None)
     _, text, constants, order = got
     merged = {**constants, **params} if constants else params
-    return conn.exec_driver_sql(text, merged if order is None else tuple(merged[name] for name in order))
+    return driver_execute(conn, text, merged if order is None else tuple(merged[name] for name in order), rows=True)

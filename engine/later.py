@@ -43,6 +43,8 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from .driver import driver_execute
+
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
 _COMPILED: dict[tuple, Any] = {}
@@ -217,11 +219,11 @@ def flush(conn: Connection) -> None:
             held = [entry.statement() if isinstance(entry, _Batch) else entry for _, entry in pending]
             pending.clear()          # before executing: the statements below must not flush again
             for sql, values in held:
-                conn.exec_driver_sql(sql, values)
+                driver_execute(conn, sql, values)
         return
     text = _take(conn)
     if text is not None:
-        conn.exec_driver_sql(text, execution_options={"no_parameters": True})
+        driver_execute(conn, text, None)       # final text: no interpolation
 
 
 def _before_statement(conn: Connection, *_args: Any) -> None:

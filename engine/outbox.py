@@ -30,6 +30,7 @@ from sqlalchemy.engine import Connection
 from . import platform as P
 from .clock import to_db
 from .db import insert_ignore
+from .driver import driver_execute
 from .later import holding, made_here, write_later
 
 log = logging.getLogger("loom.outbox")
@@ -126,9 +127,9 @@ def enqueue_rows(conn: Connection, rows: list[tuple]) -> set[str]:
                 for i, proc in procs:
                     if values[i] is not None:
                         values[i] = proc(values[i])
-                inserted = conn.exec_driver_sql(sql, tuple(values)).rowcount
+                inserted = driver_execute(conn, sql, tuple(values)).rowcount
             else:
-                inserted = conn.exec_driver_sql(sql, row).rowcount
+                inserted = driver_execute(conn, sql, row).rowcount
         return {row[_KEY]} if inserted > 0 else set()
     stmt = insert_ignore(P.outbox, ("idempotency_key",), conn.dialect.name, returning=("idempotency_key",))
     # executemany with RETURNING: SQLAlchemy sends one multi-row INSERT ("insertmanyvalues")

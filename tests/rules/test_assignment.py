@@ -47,6 +47,20 @@ def test_round_robin_matches_attribute_and_cycles(rt, package_dir):
     assert owners(s, rt, 4, region="east") == ["gus", "bob", "cat", "ann"]
 
 
+def test_round_robin_takes_turns_within_one_transaction(rt, package_dir):
+    # an import or a create-record action makes several leads in one transaction: each assignment
+    # must read the cursor the one before it saved (that save is held until the next statement)
+    setup_app(rt, package_dir, assign_rules("{strategy: round_robin, role: sales}"))
+    for name in ("ann", "bob", "cat"):
+        add_user(rt, name, ["sales"])
+    s = Session(rt)
+    with rt.db.write() as conn:
+        uow = s.uow(conn)
+        got = [rt.services["records"].create(uow, "lead", {"name": f"l{i}"}, trusted=True)["owner"] for i in range(4)]
+    assert got == ["ann", "bob", "cat", "ann"]
+    assert owners(s, rt, 2) == ["bob", "cat"]           # and the saved cursor goes on from there
+
+
 def test_round_robin_ties_go_to_fewest_open(rt, package_dir):
     setup_app(rt, package_dir, assign_rules("{strategy: round_robin, role: sales}"))
     add_user(rt, "ann", ["sales"])
