@@ -94,6 +94,10 @@ history = Table(
 # one statement object for every timeline line (values passed as parameters): compiled once, and
 # lines held by ``engine.later`` from any engine join one multi-row INSERT
 HISTORY_INSERT = history.insert()
+# keys of a line's changes that are kept for the record's logs but not shown on its timeline, by
+# kind: a rule line's ``inputs`` (what the condition read -- related records' fields, fields the
+# viewer may not be allowed to see; ``RuleEngine.log_for`` reads them)
+HIDDEN_CHANGES = {"rule": ("inputs",)}
 
 timers = Table(
     "loom_timers", metadata,

@@ -798,7 +798,15 @@ class Records:
             rows = uow.conn.execute(q.order_by(h.c.id)).mappings().all()
         else:
             rows = list(reversed(uow.conn.execute(q.order_by(h.c.id.desc()).limit(limit)).mappings().all()))
-        return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": r["changes"], "comment": r["comment"]} for r in rows]
+        return [{"at": _iso(from_db(r["at"])), "actor": r["actor"], "kind": r["kind"], "changes": _shown(r["kind"], r["changes"]),
+                 "comment": r["comment"]} for r in rows]
+
+
+def _shown(kind: str, changes: Any) -> Any:
+    hidden = P.HIDDEN_CHANGES.get(kind)
+    if hidden and isinstance(changes, dict) and any(k in changes for k in hidden):
+        return {k: v for k, v in changes.items() if k not in hidden}
+    return changes
 
 
 class _PendingLookups:

@@ -10,8 +10,13 @@ inside the transaction that caused the event:
 2. the actions run (see :mod:`rules.actions`); an action that cannot be
    carried out fails the whole transaction with a message naming the rule --
    nothing half-written;
-3. the firing is recorded in ``loom_rule_log`` (inputs the condition read,
-   what each action did) and as a ``rule`` line on the record's timeline.
+3. the firing is recorded once, with the inputs the condition read and what
+   each action did: a firing on a record is a ``rule`` line on the record's
+   timeline (``loom_history``); any other (an error, a rule without a record --
+   cron, webhook --, a rule on a deleted record) a row in ``loom_rule_log``.
+   :meth:`RuleEngine.log_for` reads both as one log.  (Both used to be written
+   for a firing on a record: the same facts twice, a quarter of the rules'
+   cost per created CRM lead.)
 
 Pre-save phase: a ``created`` rule's condition and leading actions that only
 fill in the new record's fields run on ``record.saving``, before the INSERT,
@@ -46,6 +51,7 @@ log = logging.getLogger("loom.rules")
 _EMPTY = RuleSet({}, {}, {})
 # the rule log and its timeline lines are only recorded: they ride along with the next statement
 _LOG_INSERT = P.rule_log.insert()
+INPUTS = P.HIDDEN_CHANGES["rule"][0]    # a timeline rule line's changes: what the condition read
 # actions that write no timeline line of their own: rule lines before them can wait to be batched
 _QUIET = ("set", "decide", "assign", "add_tag", "remove_tag", "notify")
 
@@ -302,23 +308,24 @@ class RuleEngine:
 
     def _log(self, uow: Any, rule: RuleDef, rc: RunContext, trigger: str, outcome: str, inputs: dict,
              done: list, history: bool = True, logs: list | None = None, lines: list | None = None) -> None:
-        """One row in loom_rule_log and a ``rule`` line on the timeline (batched into ``logs`` and
-        ``lines`` when given)."""
-        done_json = jsonable_deep(done)
-        row = dict(app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
-                   trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=done_json)
-        if logs is not None:
-            logs.append(row)
-        else:
-            write_later(uow.conn, _LOG_INSERT, [row])
+        """Record the firing once: a ``rule`` line on the record's timeline when it fired on a record
+        (``history``: not for a deleted one), else a row in loom_rule_log -- batched into ``lines`` and
+        ``logs`` when given.  :meth:`log_for` reads both."""
         if history and rc.form and rc.record_id is not None and outcome == "fired":
-            changes = {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done_json,
-                       **({"by": uow.user.username} if not uow.user.is_system else {})}
+            changes = {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": jsonable_deep(done),
+                       INPUTS: jsonable_deep(inputs), **({"by": uow.user.username} if not uow.user.is_system else {})}
             if lines is not None:
                 lines.append(dict(app=uow.app.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
                                   actor=rc.sys.user.username, kind="rule", changes=changes, comment=None))
             else:
                 rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule", changes)
+            return
+        row = dict(app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
+                   trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=jsonable_deep(done))
+        if logs is not None:
+            logs.append(row)
+        else:
+            write_later(uow.conn, _LOG_INSERT, [row])
 
     # -- timers ----------------------------------------------------------
     def on_date_timer(self, uow: Any, timer: dict) -> None:
@@ -385,14 +392,30 @@ class RuleEngine:
 
     # -- reading the log ---------------------------------------------------
     def log_for(self, uow: Any, form: str | None = None, record_id: int | None = None, limit: int = 100) -> list[dict]:
-        from sqlalchemy import select
-        t = P.rule_log
-        q = select(t).where(t.c.app == uow.app.name)
+        """The newest ``limit`` firings, newest first, as rule-log rows (rule, form, record_id, at,
+        trigger, inputs, outcome, actions): loom_rule_log's rows and the timelines' rule lines (see
+        :meth:`_log`).  Rows the log held for firings that also have a timeline line (written
+        before both were one) are left out, so nothing shows twice."""
+        from sqlalchemy import and_, not_, select
+        t, h = P.rule_log, P.history
+        q = select(t).where(t.c.app == uow.app.name, not_(and_(
+            t.c.outcome == "fired", t.c.form.isnot(None), t.c.record_id.isnot(None), t.c.trigger != "deleted")))
+        lines = select(h).where(h.c.app == uow.app.name, h.c.kind == "rule")
         if form:
-            q = q.where(t.c.form == form)
+            q, lines = q.where(t.c.form == form), lines.where(h.c.form == form)
         if record_id is not None:
-            q = q.where(t.c.record_id == record_id)
-        return [dict(r) for r in uow.conn.execute(q.order_by(t.c.id.desc()).limit(limit)).mappings()]
+            q, lines = q.where(t.c.record_id == record_id), lines.where(h.c.record_id == record_id)
+        # at one instant, firings on records (timeline lines) come before the others (a deleted
+        # record's, errors, record-less ones)
+        rows = [(r["at"], 1, r["id"], dict(r)) for r in uow.conn.execute(q.order_by(t.c.id.desc()).limit(limit)).mappings()]
+        for r in uow.conn.execute(lines.order_by(h.c.id.desc()).limit(limit)).mappings():
+            c = r["changes"] or {}
+            rows.append((r["at"], 0, r["id"], {
+                "id": None, "app": r["app"], "rule": c.get("rule"), "form": r["form"], "record_id": r["record_id"],
+                "at": r["at"], "trigger": str(c.get("trigger") or "")[:40], "inputs": c.get(INPUTS) or {},
+                "outcome": "fired", "actions": c.get("actions") or []}))
+        rows.sort(key=lambda x: x[:3], reverse=True)
+        return [row for *_, row in rows[:limit]]
 
 
 def _share(rc: RunContext, carry: RunContext | None) -> None:

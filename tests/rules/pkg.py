@@ -182,10 +182,13 @@ def outbox(rt, **filters):
     return s.rows(P.outbox, *conds)
 
 
-def rule_log(rt, **filters):
-    from engine import platform as P
-    s = Session(rt)
-    return s.rows(P.rule_log, *[getattr(P.rule_log.c, k) == v for k, v in filters.items()])
+def rule_log(rt, app: str = "shop", **filters):
+    """Every firing in ``app``, oldest first, as the rule engine's log reader gives it (rule-log rows
+    and the timelines' rule lines), filtered on its keys."""
+    with rt.db.read() as conn:
+        uow = UnitOfWork(rt, conn, rt.app(app), SYSTEM_USER, rt.clock.now())
+        rows = rt.services["rules"].log_for(uow, limit=1_000_000)
+    return [r for r in reversed(rows) if all(r.get(k) == v for k, v in filters.items())]
 
 
 def history(rt, form, rid):

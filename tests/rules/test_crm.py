@@ -7,7 +7,7 @@ import datetime as dt
 from engine import platform as P
 from tests.conftest import T0
 from tests.rules.crm_helpers import APP, crm  # noqa: F401  (fixture)
-from tests.rules.pkg import history, tick
+from tests.rules.pkg import history, rule_log, tick
 
 MIN = dt.timedelta(minutes=1)
 
@@ -73,7 +73,7 @@ def test_scenario_1_lead_assignment_and_follow_up_discipline(api, crm):
     # +7 days: H/A leads still without follow-up -> the dealer's sales manager
     tick(rt, T0 + dt.timedelta(days=7) + MIN)
     # (the lead workflow's first-contact SLA sends lead_escalation too: look at what this rule sent)
-    esc = _rows(rt, P.rule_log, P.rule_log.c.rule == "lead_escalation_7d")
+    esc = rule_log(rt, APP, rule="lead_escalation_7d")
     assert [(x["record_id"], [m["to"] for m in x["actions"][0]["messages"]]) for x in esc] == [
         (leads[0]["id"], ["d001.sm"]), (leads[2]["id"], ["d001.sm"])]
     assert {m["record_id"] for m in _messages(rt, "lead_escalation") if m["recipient"] == "d001.sm"} >= {leads[0]["id"], leads[2]["id"]}
@@ -90,7 +90,7 @@ def test_scenario_1_lead_assignment_and_follow_up_discipline(api, crm):
     back = _messages(rt, "lead_returned_to_pool")
     assert sorted((m["recipient"], m["record_id"]) for m in back) == [
         ("d001.sc1", leads[0]["id"]), ("d001.sc1", leads[2]["id"]), ("d003.sc1", south["id"])]
-    log = _rows(rt, P.rule_log, P.rule_log.c.record_id == leads[0]["id"], P.rule_log.c.form == "lead")
+    log = rule_log(rt, APP, record_id=leads[0]["id"], form="lead")
     assert [x["rule"] for x in log] == ["score_new_lead", "assign_new_lead", "lead_follow_up_reminder_3d",
                                         "lead_escalation_7d", "lead_back_to_pool_15d"]
 

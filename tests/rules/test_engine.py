@@ -102,6 +102,41 @@ def test_rule_log_and_timeline(rt, package_dir):
     assert [g["rule"] for g in got] == ["after_hot", "hot_lead"]
 
 
+def test_a_firing_is_recorded_once(rt, package_dir):
+    # on a record: its timeline line carries the log's facts (no rule-log row); the inputs are for the
+    # log only -- they may hold related records' fields the timeline's readers can't see
+    setup_app(rt, package_dir, """
+    rules:
+      - name: hot_lead
+        on: {created: lead}
+        when: "source == 'referral'"
+        actions: [{set: {level: "'H'"}}]
+      - name: broken
+        on: {created: lead}
+        when: "name + 1 > 1"
+        actions: [{set: {score: 1}}]
+    """)
+    s = Session(rt)
+    lead = s.create("lead", {"name": "x", "source": "referral"})
+    assert [(r["rule"], r["outcome"]) for r in s.rows(P.rule_log)] == [("broken", "error")]
+    rule_lines = [h for h in s.rows(P.history, P.history.c.record_id == lead["id"]) if h["kind"] == "rule"]
+    assert [(h["changes"]["rule"], h["changes"]["inputs"]) for h in rule_lines] == [("hot_lead", {"source": "referral"})]
+    with rt.db.read() as conn:
+        shown = rt.services["records"].history(s.uow(conn), "lead", lead["id"])
+    assert [h["changes"] for h in shown if h["kind"] == "rule"] == [
+        {"rule": "hot_lead", "label": {"zh": "hot_lead", "en": "hot_lead"}, "trigger": "created",
+         "actions": [{"action": "set", "set": {"level": "H"}}]}]
+    # the log reads both, newest first; a rule-log row written for a firing that also has its timeline
+    # line (as before the two were one) is not shown twice
+    with rt.db.write() as conn:
+        conn.execute(P.rule_log.insert().values(app="shop", rule="hot_lead", form="lead", record_id=lead["id"], at=T0,
+                                                trigger="created", inputs={}, outcome="fired", actions=[]))
+    log = rule_log(rt)
+    assert [(r["rule"], r["outcome"], r["record_id"], r["inputs"]) for r in log] == [
+        ("hot_lead", "fired", lead["id"], {"source": "referral"}), ("broken", "error", lead["id"], log[1]["inputs"])]
+    assert log[1]["inputs"]["error"].startswith("condition:")
+
+
 def test_pii_in_conditions_is_masked_in_the_log(rt, package_dir):
     setup_app(rt, package_dir, """
     rules:
