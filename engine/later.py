@@ -104,9 +104,16 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
     got = _COMPILED.get(key)
     if got is None or got[0] is not statement:
         compiled = statement.compile(dialect=conn.dialect, column_keys=list(keys))
-        # the row's keys are the statement's parameter names (plain columns, our bindparams):
-        # the row can be used as it is, without SQLAlchemy's general construct_params()
-        plain = set(compiled.bind_names.values()) == set(keys) and not compiled.escaped_bind_names
+        # the row's keys are the statement's parameter names (plain columns, our bindparams) and any
+        # other parameter is a constant of the statement (``ON CONFLICT DO UPDATE SET status =
+        # 'pending'``): the row plus those can be used as they are, without SQLAlchemy's general
+        # construct_params()
+        names = set(compiled.bind_names.values())
+        extra = names - set(keys)
+        plain = (set(keys) <= names and not compiled.escaped_bind_names
+                 and not any(compiled.binds[n].required for n in extra))
+        if plain and extra:
+            plain = {n: compiled.params[n] for n in extra}
         parts = None
         m = _ROW_TUPLE.match(compiled.string) if getattr(statement, "is_insert", False) else None
         if m is not None and plain:
@@ -158,9 +165,13 @@ def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dic
         batch.rows.append(values)
 
 
-def _processed(row: dict, compiled: Any, processors: tuple, plain: bool) -> dict:
-    """The row's values as the driver takes them (SQLAlchemy's bind processors: JSON, dates)."""
-    params = dict(row) if plain else compiled.construct_params(row)
+def _processed(row: dict, compiled: Any, processors: tuple, plain: bool | dict) -> dict:
+    """The row's values as the driver takes them (SQLAlchemy's bind processors: JSON, dates).
+    ``plain``: the row can be used as it is -- with the statement's constants, when a dict."""
+    if plain:
+        params = {**plain, **row} if type(plain) is dict else dict(row)
+    else:
+        params = compiled.construct_params(row)
     for name, process in processors:
         if name in params:
             params[name] = process(params[name])

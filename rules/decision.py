@@ -155,7 +155,9 @@ def compile_table(ctx: CompileContext, file: str, path: tuple, raw: Mapping, che
     return DecisionTable(name=name, label=text(raw.get("label") or name), hit_policy=policy, inputs=tuple(inputs),
                          input_sources=tuple(map(str, inputs_raw)), outputs=tuple(outputs), rows=tuple(rows),
                          default=tuple(default) if default is not None else None, aggregate=aggregate,
-                         form=raw.get("form"), file=file, line=line)
+                         form=raw.get("form"), file=file, line=line,
+                         reads_record=tuple(any(r.cells[i].test is not None and r.cells[i].test.names - {("cell_input",)}
+                                                for r in rows) for i in range(len(inputs))))
 
 
 def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dict | None:
@@ -166,7 +168,7 @@ def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dic
         values = [e.evaluate(env, ctx) for e in table.inputs]
     except ExpressionError as exc:
         raise ActionError(f"decision table '{table.name}': {exc.message}") from exc
-    envs = [dict(env, cell_input=v) for v in values]
+    envs = [dict(env, cell_input=v) if table.reads_record[i] else {"cell_input": v} for i, v in enumerate(values)]
     matches: list[DecisionRow] = []
     for row in table.rows:
         if _row_matches(row, envs, ctx):

@@ -105,6 +105,9 @@ class DecisionTable:
     form: str | None = None          # the form whose records the inputs name (checked at compile time)
     file: str = ""
     line: int = 1
+    # per input: whether a cell of its column reads more than ``cell_input`` (the record's fields);
+    # the others are tested on ``{cell_input: value}`` alone instead of a copy of the record's names
+    reads_record: tuple[bool, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)

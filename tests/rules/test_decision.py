@@ -17,6 +17,7 @@ rules:
       - decide: {table: collect_t, set: {tags: tag}}
       - decide: {table: sum_t, set: {score: points}}
       - decide: {table: priority_t, set: {level: level}}
+      - decide: {table: relative_t, set: {level: level}}
 decision_tables:
   - name: first_t
     hit_policy: first
@@ -62,6 +63,13 @@ decision_tables:
       - {when: [">= 60"], then: [A], priority: 5}
       - {when: [">= 60"], then: [X], priority: 5}
       - {when: [">= 90"], then: [H], priority: 9}
+  - name: relative_t
+    hit_policy: first
+    inputs: [score, source]
+    outputs: [level]
+    rows:
+      - {when: ["cell_input >= len(name) * 10", "-"], then: [H]}
+      - {when: ["-", "cell_input == model"], then: [A]}
 """
 
 
@@ -118,6 +126,15 @@ def test_priority_highest_wins_ties_first(app):
     assert decide(app, "priority_t", score=70) == {"level": "A"}
     assert decide(app, "priority_t", score=10) == {"level": "B"}
     assert decide(app, "priority_t", score=None) == {"level": "C"}   # default
+
+
+def test_cells_may_read_the_record(app):
+    # most cells test only their input; one that names a field of the record sees the record too
+    assert app.section("decision_tables")["relative_t"].reads_record == (True, True)
+    assert app.section("decision_tables")["first_t"].reads_record == (False, False, False)
+    assert decide(app, "relative_t", name="abc", score=30) == {"level": "H"}
+    assert decide(app, "relative_t", name="abcd", score=30, source="s7", model="s7") == {"level": "A"}
+    assert decide(app, "relative_t", name="abcd", score=30, source="s7", model="s5") is None
 
 
 def test_table_problems_have_positions(package_dir):
