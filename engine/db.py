@@ -12,10 +12,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 from typing import Any, Iterator
 
+import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
@@ -46,6 +48,17 @@ def normalise_url(url: str) -> str:
     return url
 
 
+def json_text(value: Any) -> str:
+    """JSON columns' text (SQLAlchemy's ``json_serializer``): orjson, about five times faster than
+    ``json.dumps`` on the timeline lines, rule-log rows, timers and cursors a create writes.  What
+    orjson refuses (an integer beyond 64 bits) goes to ``json.dumps`` as before; what it does
+    differently is harmless: compact text, UTF-8 instead of ``\\u`` escapes, NaN as null."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
 class Database:
     """The process's engine plus read/write transaction helpers."""
 
@@ -58,11 +71,12 @@ class Database:
             # costs milliseconds); each is used by one thread at a time.
             self.engine: Engine = create_engine(
                 self.url, connect_args={"check_same_thread": False, "timeout": 60},
-                pool_size=pool_size, max_overflow=20)
+                pool_size=pool_size, max_overflow=20, json_serializer=json_text)
             self._configure_sqlite(self.engine)
             later.install(self.engine)
         else:
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True)
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
+                                        json_serializer=json_text)
             later.install(self.engine)
 
     @property

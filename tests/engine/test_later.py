@@ -47,6 +47,20 @@ def rows(db):
                                                           .order_by(notes.c.id))]
 
 
+
+def test_json_columns_keep_what_the_fast_encoder_refuses(db):
+    # JSON columns are written by orjson (engine.db.json_text); an integer beyond 64 bits, which it
+    # refuses, still goes in (json.dumps), and Chinese text is stored as text, not \\u escapes
+    rows = [{"tag": "big", "body": None, "data": {"n": 2 ** 70, "k": [1, 2]}, "at": None},
+            {"tag": "zh", "body": None, "data": {"名": "张三", 7: "int key"}, "at": None}]
+    with db.write() as conn:
+        write_later(conn, INSERT, rows)
+    with db.read() as conn:
+        got = dict(conn.execute(select(notes.c.tag, notes.c.data)).all())
+        raw = conn.exec_driver_sql("SELECT CAST(data AS TEXT) FROM t_later_notes WHERE tag = 'zh'").scalar()
+    assert got == {"big": {"n": 2 ** 70, "k": [1, 2]}, "zh": {"名": "张三", "7": "int key"}}
+    assert "张三" in raw
+
 def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
     with db.write() as conn:
         for row in AWKWARD:
