@@ -14,6 +14,7 @@ from sqlalchemy.engine import Connection
 
 from .auth import SYSTEM_USER, User
 from .definitions import AppDef
+from .expressions import EvalContext
 
 MAX_DEPTH = 8   # rules triggering rules: beyond this we stop with a clear error
 
@@ -40,5 +41,11 @@ class UnitOfWork:
         return replace(self, depth=self.depth + 1)
 
     def eval_context(self, **kw: Any):
-        from .expressions import EvalContext
-        return EvalContext(now=self.now, tz=self.app.tz, **kw)
+        """The expressions' context at this unit's instant, in its app's timezone.  Without ``kw`` one
+        context serves the whole unit of work (it is immutable; rules ask for it ~10 times per create)."""
+        if kw:
+            return EvalContext(now=self.now, tz=self.app.tz, **kw)
+        got = self.__dict__.get("_ectx")
+        if got is None or got[0] is not self.now or got[1] is not self.app:
+            got = self.__dict__["_ectx"] = (self.now, self.app, EvalContext(now=self.now, tz=self.app.tz))
+        return got[2]

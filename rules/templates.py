@@ -249,16 +249,20 @@ class Templates:
             path = compiled[(name, channel, lang)] = self.find(app, name, channel, lang)
         if path is None:
             raise TemplateProblem(f"template '{name}' has no file templates/{name}.<lang>.j2")
-        tmpl = compiled.get(path)
-        if tmpl is None:
+        got = compiled.get(path)
+        if got is None:
             try:
                 tmpl = env.get_template(path)
             except TemplateError as exc:
                 raise TemplateProblem(f"template {path}: {exc}") from None
-            compiled[path] = tmpl
+            # the template's globals (range, dict, namespace...) as a plain dict: jinja would merge
+            # its ChainMap of them into a copy of the variables on every render (a third of a
+            # short message's render)
+            got = compiled[path] = (tmpl, dict(tmpl.globals))
+        tmpl, template_globals = got
         try:
-            # (jinja copies the variables into the template's context: no copy of ours)
-            module = tmpl.make_module(context if type(context) is dict else dict(context))
+            # the variables over the globals, as jinja orders them; one new dict, never the caller's
+            module = tmpl.make_module({**template_globals, **context}, shared=True)
             text = str(module)
         except SecurityError as exc:
             raise TemplateProblem(f"template {path} was refused by the sandbox: {exc} -- templates may only "

@@ -329,6 +329,16 @@ def test_template_field_reads_on_plain_dicts_match_jinja():
     assert ours.from_string(src).render(d=d) == "n||True|4|"
 
 
+def test_templates_see_jinja_globals_and_their_variables_win():
+    from rules.templates import Templates
+    app = _app({"templates/t.zh.j2": "{% set ns = namespace(n=0) %}{% for i in range(3) %}{% set ns.n = ns.n + i %}"
+                                     "{% endfor %}{{ ns.n }}|{{ joiner }}|{{ dict(a=1)['a'] }}"})
+    t = Templates()
+    ctx = {"joiner": "mine"}
+    assert t.render(app, "t", None, "zh", ctx).text == "3|mine|1"
+    assert t.render(app, "t", None, "zh", ctx).text == "3|mine|1" and ctx == {"joiner": "mine"}
+
+
 def test_template_plain_text_vs_html_escaping():
     from rules.templates import Templates
     app = _app({"templates/t.zh.j2": "A&B {{ v }}", "templates/t.email.zh.html.j2": "<p>{{ v }}</p>"})
