@@ -48,7 +48,7 @@ def driver_execute(conn: Connection, sql: str, params: Any, *, rows: bool = Fals
     if not conn.in_transaction():
         result = conn.exec_driver_sql(sql, params, execution_options={"no_parameters": True} if params is None else None)
         return _Rows(result.all() if rows else [], result.rowcount)
-    if params is None and conn.info.get("loom_later"):
+    if params is None and conn.info.get("loom_later"):      # (engine.later._PENDING: writes held)
         raise ValueError("driver_execute(params=None) while writes are held: they would be escaped for interpolation")
     if conn._has_events or conn.engine._has_events:
         # the listeners take (conn, clauseelement, multiparams, params, execution_options)

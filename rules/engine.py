@@ -396,10 +396,11 @@ class RuleEngine:
         trigger, inputs, outcome, actions): loom_rule_log's rows and the timelines' rule lines (see
         :meth:`_log`).  Rows the log held for firings that also have a timeline line (written
         before both were one) are left out, so nothing shows twice."""
-        from sqlalchemy import and_, not_, select
+        from sqlalchemy import and_, func, not_, select
         t, h = P.rule_log, P.history
         q = select(t).where(t.c.app == uow.app.name, not_(and_(
-            t.c.outcome == "fired", t.c.form.isnot(None), t.c.record_id.isnot(None), t.c.trigger != "deleted")))
+            t.c.outcome == "fired", t.c.form.isnot(None), t.c.record_id.isnot(None),
+            func.coalesce(t.c.trigger, "") != "deleted")))
         lines = select(h).where(h.c.app == uow.app.name, h.c.kind == "rule")
         if form:
             q, lines = q.where(t.c.form == form), lines.where(h.c.form == form)
