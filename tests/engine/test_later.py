@@ -220,3 +220,24 @@ def test_held_writes_go_before_direct_driver_use(db):
         assert cur.fetchone()[0] == 1
         cur.close()
     assert [r["tag"] for r in rows(db)] == ["held"]
+
+
+def test_driver_statements_see_held_writes_and_fail_as_sqlalchemy_errors(db):
+    # engine.driver: the hot-path statements that skip SQLAlchemy's result wrapping still read what
+    # was held before them, count as statements for the engine's listeners, and fail the usual way
+    from engine.driver import driver_execute
+    mark = "?" if db.engine.dialect.paramstyle == "qmark" else "%s"
+    seen = RoundTrips(db.engine)
+    with db.write() as conn:
+        write_later(conn, INSERT, [{"tag": "held", "body": "x", "data": None, "at": None}])
+        got = driver_execute(conn, f"SELECT body FROM t_later_notes WHERE tag = {mark}", ("held",), rows=True)
+        assert got.first() == ("x",) and got.all() == [("x",)]
+        assert driver_execute(conn, f"UPDATE t_later_notes SET body = {mark} WHERE tag = {mark}", ("y", "held")).rowcount == 1
+    # SQLite: BEGIN, the held INSERT just before the SELECT, the SELECT, the UPDATE; PostgreSQL: the
+    # held INSERT rides along with the SELECT
+    assert seen.n == (2 if db.engine.dialect.name == "postgresql" else 4)
+    with pytest.raises(IntegrityError):
+        with db.write() as conn:
+            driver_execute(conn, f"INSERT INTO t_later_notes (tag) VALUES ({mark})", ("held",))
+    with db.read() as conn:
+        assert conn.execute(select(notes.c.body)).scalars().all() == ["y"]
