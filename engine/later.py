@@ -122,6 +122,18 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
     return got
 
 
+def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
+    """Execute ``statement`` (built once) with one row of values now and return its first result
+    row (RETURNING), through the driver (:mod:`engine.driver`): SQLAlchemy's compiled form and bind
+    processors, as for held writes, without its per-call execution work -- the record service's
+    INSERT, on every create.  Like held rows, no Python-side column defaults are applied."""
+    keys = tuple(sorted(row))
+    _, compiled, processors, plain, _ = _compiled(conn, statement, keys)
+    params = _processed(row, compiled, processors, plain)
+    values = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+    return driver_execute(conn, compiled.string, values, rows=True).first()
+
+
 def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
     if conn.dialect.name != "postgresql":
         _hold_sqlite(conn, pending, statement, rows)
@@ -295,4 +307,4 @@ def release(conn: Connection) -> None:
         conn.info.pop(_MADE, None)
 
 
-__all__ = ["write_later", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]
+__all__ = ["write_later", "execute_row", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]

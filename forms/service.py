@@ -21,7 +21,7 @@ from engine.crypto import mask
 from engine.definitions import AppDef
 from engine.errors import Forbidden, NotFound, RecordInvalid
 from engine.events import Event
-from engine.later import made_here, write_later
+from engine.later import execute_row, made_here, write_later
 from engine.expressions import ExpressionError
 from engine.uow import MAX_DEPTH, UnitOfWork
 
@@ -406,7 +406,7 @@ class Records:
             insert = self._statements.get(key)
             if insert is None:
                 insert = self._statements[key] = table.insert().returning(table.c.id)
-            new_id = uow.conn.execute(insert, row).scalar_one()
+            new_id = execute_row(uow.conn, insert, row)[0]
         rec["id"] = new_id
         made_here(uow.conn, ("record", uow.app.name, form.name, new_id), add=True)
         if files:
@@ -537,7 +537,7 @@ class Records:
         params = {k: v for k, v in row.items() if k not in deferred}
         for n in names:
             params.update(deferred[n].params)
-        got = uow.conn.execute(insert, params).one()
+        got = execute_row(uow.conn, insert, params)
         for n, value in zip(names, got[1:]):
             rec[n] = value
             deferred[n].resolve(value)
