@@ -1,6 +1,8 @@
 """Loop protection, the rule log and the record timeline, priorities, condition errors, compile problems."""
 from __future__ import annotations
 
+import datetime as dt
+
 import pytest
 
 from engine import platform as P
@@ -136,6 +138,40 @@ def test_a_firing_is_recorded_once(rt, package_dir):
         ("hot_lead", "fired", lead["id"], {"source": "referral"}), ("broken", "error", lead["id"], log[1]["inputs"])]
     assert log[1]["inputs"]["error"].startswith("condition:")
 
+
+
+def test_the_rule_log_api_answers_why(api, package_dir):
+    # analysts (manage_app) read each firing with what its condition read and what it did
+    rt = api.rt
+    setup_app(rt, package_dir, """
+    rules:
+      - name: hot_lead
+        on: {created: lead}
+        when: "source == 'referral'"
+        actions: [{set: {level: "'H'"}}]
+      - name: shaky
+        on: {created: lead}
+        when: "score + 'x' > 1"
+        actions: [{add_tag: never}]
+    """)
+    s = Session(rt)
+    a = s.create("lead", {"name": "a", "source": "referral", "score": 5})
+    rt.clock.set(T0 + dt.timedelta(minutes=5))
+    b = s.create("lead", {"name": "b", "source": "website", "score": 5})
+    root, seller = api.user("root", ["admin"]), api.user("sam", ["sales"])
+    got = api.http.get("/api/apps/shop/rules/log", headers=root)
+    assert got.status_code == 200, got.text
+    assert [(i["rule"], i["record_id"], i["outcome"]) for i in got.json()["items"]] == [
+        ("shaky", b["id"], "error"), ("shaky", a["id"], "error"), ("hot_lead", a["id"], "fired")]
+    of_a = api.http.get(f"/api/apps/shop/rules/log?form=lead&record_id={a['id']}", headers=root).json()["items"]
+    assert [i["rule"] for i in of_a] == ["shaky", "hot_lead"]
+    assert of_a[1] == {"rule": "hot_lead", "form": "lead", "record_id": a["id"], "at": "2026-11-23T02:00:00Z",
+                       "trigger": "created", "outcome": "fired", "inputs": {"source": "referral"},
+                       "actions": [{"action": "set", "set": {"level": "H"}}]}
+    assert of_a[0]["inputs"]["error"].startswith("condition:")
+    assert len(api.http.get("/api/apps/shop/rules/log?limit=1", headers=root).json()["items"]) == 1
+    assert api.http.get("/api/apps/shop/rules/log", headers=seller).status_code == 403
+    assert api.http.get("/api/apps/nope/rules/log", headers=root).status_code == 404
 
 def test_pii_in_conditions_is_masked_in_the_log(rt, package_dir):
     setup_app(rt, package_dir, """

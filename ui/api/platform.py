@@ -1,7 +1,7 @@
-"""JSON API: sign-in, apps (list, upload, export), tasks and outbox."""
+"""JSON API: sign-in, apps (list, upload, export), tasks, outbox and the rule log."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Depends, File, Form, HTTPException, Request, UploadFile
+from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy import select
 
@@ -13,7 +13,7 @@ from engine.installer import InstallError, install
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import current_user, oauth2, runtime
+from ..deps import current_user, installed_app, language, oauth2, runtime, unit_of_work
 
 router = APIRouter(prefix="/api", tags=["platform"])
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -144,3 +144,19 @@ def list_outbox(request: Request, template: str | None = None, recipient: str | 
                        "kind": r["kind"], "status": r["status"], "due_at": _iso(r["due_at"]),
                        "sent_at": _iso(r["sent_at"]), "attempts": r["attempts"], "last_error": r["last_error"],
                        "form": r["form"], "record_id": r["record_id"]} for r in rows]}
+
+
+@router.get("/apps/{app}/rules/log", tags=["platform"], summary="Analysts: rule firings, newest first")
+def rule_log(app: str, request: Request, form: str | None = None, record_id: int | None = Query(None, ge=1, le=2**63 - 1),
+             limit: int = Query(100, ge=1, le=500), user: User = Depends(current_user)):
+    """Why did this happen: each firing with its trigger, the values its condition read (PII fields
+    masked) and what each action did -- the timeline's rule lines and the rule log's own rows
+    (errors, record-less rules), as ``RuleEngine.log_for`` reads them.  Needs ``manage_app``."""
+    rt = runtime(request)
+    installed_app(rt, app, user)                      # 404 for an app the caller has no role in
+    _require_permission(rt, user, "manage_app", app)
+    with unit_of_work(rt, app, user, language(request, user)) as uow:
+        rows = rt.services["rules"].log_for(uow, form, record_id, limit=limit)
+    return {"items": [{"rule": r["rule"], "form": r["form"], "record_id": r["record_id"], "at": _iso(r["at"]),
+                       "trigger": r["trigger"], "outcome": r["outcome"], "inputs": r["inputs"] or {},
+                       "actions": r["actions"] or []} for r in rows]}
