@@ -168,7 +168,8 @@ def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dic
         values = [e.evaluate(env, ctx) for e in table.inputs]
     except ExpressionError as exc:
         raise ActionError(f"decision table '{table.name}': {exc.message}") from exc
-    envs = [dict(env, cell_input=v) if table.reads_record[i] else {"cell_input": v} for i, v in enumerate(values)]
+    reads = table.reads_record or (True,) * len(values)
+    envs = [dict(env, cell_input=v) if reads[i] else {"cell_input": v} for i, v in enumerate(values)]
     matches: list[DecisionRow] = []
     for row in table.rows:
         if _row_matches(row, envs, ctx):
