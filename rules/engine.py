@@ -162,7 +162,7 @@ class RuleEngine:
             pre = None
         dated = [r for r in rs.for_event("date", event.form) if event.record.get(r.trigger.date_field) is not None]
         if dated:
-            schedule_date_rules(uow, dated, event.record)
+            schedule_date_rules(uow, dated, event.record, created=True)
         rules = rs.for_event("record.created", event.form)
         if pre is None:
             self._run_all(uow, rules, event.form, event.record, "created", occurrence="created", changed=event.changed)

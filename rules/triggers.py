@@ -36,7 +36,8 @@ from sqlalchemy import and_, select, update
 
 from engine import platform as P
 from engine.clock import from_db, parse_instant, to_db
-from engine.later import write_later
+from engine.db import insert_ignore
+from engine.later import made_here, write_later
 from engine.definitions import CompileContext
 from engine.problems import one_of, suggest
 from engine.scheduler import cancel, schedule
@@ -247,9 +248,10 @@ def _next_due(app: Any, rules: Any, record: Mapping[str, Any], after: dt.datetim
     return [pair for group in best.values() for pair in group]
 
 
-def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], reschedule: Any = ()) -> list[str]:
+def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], reschedule: Any = (),
+                        created: bool = False) -> list[str]:
     """(Re)schedule the date rules of one record; ``reschedule``: the rules whose old timers must be
-    cancelled first.
+    cancelled first; ``created``: the record was just inserted (``record.created``).
 
     The rules on one date field form a chain: only the one due first gets a timer now, and when it
     fires the next one is scheduled (:func:`schedule_following`).  The CRM's lead has 3 rules on
@@ -262,7 +264,7 @@ def schedule_date_rules(uow: Any, rules: Any, record: Mapping[str, Any], resched
     for rule in rules:
         if rule in reschedule:
             cancel(uow.conn, app=app, kind=DATE_TIMER, key_prefix=date_key_prefix(app, rule.name, rule.trigger.form, rid))
-    return _write_date_timers(uow, _next_due(uow.app, rules, record, uow.now), record)
+    return _write_date_timers(uow, _next_due(uow.app, rules, record, uow.now), record, created=created)
 
 
 def schedule_following(uow: Any, rules: Any, record: Mapping[str, Any], fired_due: dt.datetime) -> list[str]:
@@ -271,7 +273,7 @@ def schedule_following(uow: Any, rules: Any, record: Mapping[str, Any], fired_du
     return _write_date_timers(uow, _next_due(uow.app, rules, record, fired_due, strict=True), record)
 
 
-def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any]) -> list[str]:
+def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any], created: bool = False) -> list[str]:
     app = uow.app.name
     rid = record["id"]
     rows = [dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, record.get(rule.trigger.date_field))[:255],
@@ -281,8 +283,12 @@ def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any]) -> list[s
     if not rows:
         return []
     # new, or a cancelled timer with this key comes back (the date was set back to an old value);
-    # nobody reads the result, so the statement rides along with the next one (engine.later)
-    write_later(uow.conn, _upsert_timers(uow.conn.dialect.name), rows)
+    # nobody reads the result, so the statement rides along with the next one (engine.later).  A
+    # record just inserted, with an id never given before (``made_here``), has no timer, cancelled
+    # or not, under its keys yet: a plain INSERT, which the server runs faster than the upsert
+    dialect = uow.conn.dialect.name
+    fresh = created and made_here(uow.conn, ("record", app, rows[0]["form"], rid))
+    write_later(uow.conn, insert_ignore(P.timers, ("key",), dialect) if fresh else _upsert_timers(dialect), rows)
     return [r["key"] for r in rows]
 
 
