@@ -13,7 +13,7 @@ from engine.installer import InstallError, install
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import current_user, installed_app, language, oauth2, runtime, unit_of_work
+from ..deps import current_user, language, oauth2, runtime, unit_of_work
 
 router = APIRouter(prefix="/api", tags=["platform"])
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -153,9 +153,8 @@ def rule_log(app: str, request: Request, form: str | None = None, record_id: int
     masked) and what each action did -- the timeline's rule lines and the rule log's own rows
     (errors, record-less rules), as ``RuleEngine.log_for`` reads them.  Needs ``manage_app``."""
     rt = runtime(request)
-    installed_app(rt, app, user)                      # 404 for an app the caller has no role in
-    _require_permission(rt, user, "manage_app", app)
-    with unit_of_work(rt, app, user, language(request, user)) as uow:
+    with unit_of_work(rt, app, user, language(request, user)) as uow:   # 404 for an app the caller has no role in
+        _require_permission(rt, user, "manage_app", app)
         rows = rt.services["rules"].log_for(uow, form, record_id, limit=limit)
     return {"items": [{"rule": r["rule"], "form": r["form"], "record_id": r["record_id"], "at": _iso(r["at"]),
                        "trigger": r["trigger"], "outcome": r["outcome"], "inputs": r["inputs"] or {},
