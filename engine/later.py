@@ -36,6 +36,7 @@ not applied to held rows).
 from __future__ import annotations
 
 import contextlib
+import operator
 import re
 from typing import Any, Iterator
 
@@ -118,8 +119,20 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
         m = _ROW_TUPLE.match(compiled.string) if getattr(statement, "is_insert", False) else None
         if m is not None and plain:
             parts = (statement.table.name, m.group(1), m.group(2), m.group(3) or "")
-        got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain, parts)
+        got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain, parts,
+                                _positional(compiled))
     return got
+
+
+def _positional(compiled: Any) -> Any:
+    """params dict -> the values in the statement's order (qmark drivers: SQLite), None for named ones."""
+    if not compiled.positional:
+        return None
+    names = compiled.positiontup
+    if len(names) == 1:
+        name = names[0]
+        return lambda params: (params[name],)
+    return operator.itemgetter(*names) if names else (lambda params: ())
 
 
 def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
@@ -128,9 +141,9 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     processors, as for held writes, without its per-call execution work -- the record service's
     INSERT, on every create.  Like held rows, no Python-side column defaults are applied."""
     keys = tuple(sorted(row))
-    _, compiled, processors, plain, _ = _compiled(conn, statement, keys)
+    _, compiled, processors, plain, _, positional = _compiled(conn, statement, keys)
     params = _processed(row, compiled, processors, plain)
-    values = tuple(params[name] for name in compiled.positiontup) if compiled.positional else params
+    values = positional(params) if positional is not None else params
     return driver_execute(conn, compiled.string, values, rows=True).first()
 
 
@@ -145,7 +158,7 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
     try:
         for row in rows:
             keys = tuple(sorted(row))
-            _, compiled, processors, plain, parts = _compiled(conn, statement, keys)
+            _, compiled, processors, plain, parts, _ = _compiled(conn, statement, keys)
             params = _processed(row, compiled, processors, plain)
             if parts is None:
                 pending.append((_table_of(statement), cur.mogrify(compiled.string, params).decode(encoding)))
@@ -163,9 +176,9 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
 def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
     for row in rows:
         keys = tuple(sorted(row))
-        _, compiled, processors, plain, parts = _compiled(conn, statement, keys)
+        _, compiled, processors, plain, parts, positional = _compiled(conn, statement, keys)
         params = _processed(row, compiled, processors, plain)
-        values = tuple(params[name] for name in compiled.positiontup)
+        values = positional(params)
         if parts is None:
             pending.append((_table_of(statement), (compiled.string, values)))
             continue

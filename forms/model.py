@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any, Mapping
 
 SYSTEM_COLUMNS = ("id", "created_at", "updated_at", "created_by", "owner", "state")
@@ -88,6 +89,11 @@ class FormDef:
     @property
     def table(self) -> str:
         return table_name(self.app, self.name)
+
+    @cached_property
+    def formula_fields(self) -> tuple[tuple[str, FieldDef], ...]:
+        """(name, field) of the computed fields, in order: worked out once, not per save."""
+        return tuple((n, f) for n, f in self.fields.items() if f.formula is not None)
 
     def stored_fields(self) -> list[FieldDef]:
         return [f for f in self.fields.values() if f.stored]

@@ -534,7 +534,9 @@ class Records:
             insert = self._statements[key] = (
                 table.insert().values({n: deferred[n].query.scalar_subquery() for n in names})
                 .returning(table.c.id, *(table.c[n] for n in names)))
-        params = {k: v for k, v in row.items() if k not in deferred}
+        params = dict(row)
+        for n in names:
+            params.pop(n, None)
         for n in names:
             params.update(deferred[n].params)
         got = execute_row(uow.conn, insert, params)
@@ -627,9 +629,7 @@ class Records:
 
     def _compute_formulas(self, uow, form: FormDef, rec: dict, pending: "_PendingLookups | None" = None) -> None:
         env = None
-        for name, f in form.fields.items():
-            if f.formula is None:
-                continue
+        for name, f in form.formula_fields:
             env = env or self.env(uow, form, rec, pending=pending)
             try:
                 rec[name] = f.formula.evaluate(env, uow.eval_context())

@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from engine import platform as P
 from engine.clock import from_db, to_db
+from engine.db import JsonText, dumps
 from engine.events import Event
 from engine.later import write_later
 from engine.expressions import ExpressionError
@@ -312,8 +313,8 @@ class RuleEngine:
         (``history``: not for a deleted one), else a row in loom_rule_log -- batched into ``lines`` and
         ``logs`` when given.  :meth:`log_for` reads both."""
         if history and rc.form and rc.record_id is not None and outcome == "fired":
-            changes = {"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": jsonable_deep(done),
-                       INPUTS: jsonable_deep(inputs), **({"by": uow.user.username} if not uow.user.is_system else {})}
+            changes = _json({"rule": rule.name, "label": dict(rule.label), "trigger": trigger, "actions": done,
+                             INPUTS: inputs, **({"by": uow.user.username} if not uow.user.is_system else {})})
             if lines is not None:
                 lines.append(dict(app=uow.app.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
                                   actor=rc.sys.user.username, kind="rule", changes=changes, comment=None))
@@ -321,7 +322,7 @@ class RuleEngine:
                 rc.records.add_history(rc.sys, rc.form, rc.record_id, "rule", changes)
             return
         row = dict(app=uow.app.name, rule=rule.name, form=rc.form, record_id=rc.record_id, at=to_db(uow.now),
-                   trigger=trigger[:40], inputs=jsonable_deep(inputs), outcome=outcome, actions=jsonable_deep(done))
+                   trigger=trigger[:40], inputs=_json(inputs), outcome=outcome, actions=_json(done))
         if logs is not None:
             logs.append(row)
         else:
@@ -489,6 +490,20 @@ def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
             v = mask(str(v))
         out[name] = jsonable(v)
     return out
+
+
+def _json(value: Any) -> JsonText:
+    """A log line's data as JSON, serialized now: the actions' results may hold a look-up done by
+    the INSERT (its id by now), decimals and values of other types (as text)."""
+    return dumps(value, _loggable, jsonable_deep)
+
+
+def _loggable(value: Any) -> Any:
+    if isinstance(value, DeferredLookup) and value.resolved:
+        return value.value
+    if isinstance(value, Decimal):
+        return float(value)
+    return str(value)
 
 
 _PLAIN = (str, int, float, bool, type(None))

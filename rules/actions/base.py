@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping
 
 from engine.definitions import CompileContext
@@ -440,7 +441,8 @@ class RunContext:
         self.presave = False
 
     # -- services --------------------------------------------------------
-    @property
+    # the unit of work, its app and the form are fixed for a run: looked up once
+    @cached_property
     def records(self) -> Any:
         return self.uow.service("records")
 
@@ -448,7 +450,7 @@ class RunContext:
     def app(self) -> Any:
         return self.uow.app
 
-    @property
+    @cached_property
     def formdef(self) -> Any:
         return self.records.form(self.uow.app, self.form) if self.form else None
 

@@ -61,6 +61,31 @@ def test_json_columns_keep_what_the_fast_encoder_refuses(db):
     assert got == {"big": {"n": 2 ** 70, "k": [1, 2]}, "zh": {"名": "张三", "7": "int key"}}
     assert "张三" in raw
 
+def test_json_serialized_by_the_caller_is_stored_as_it_is(db):
+    # engine.db.dumps: the caller's conversions run inside orjson; the column keeps that text as
+    # JSON (not a JSON string of it), held or executed at once, and what orjson refuses still goes in
+    from decimal import Decimal
+    from engine.db import dumps
+
+    def default(v):
+        if isinstance(v, Decimal):
+            return float(v)
+        return f"<{type(v).__name__}>"
+
+    def slow(v):
+        return {str(k): ([str(x) for x in sorted(x)] if isinstance(x, set) else x) for k, x in v.items()}
+    value = {"price": Decimal("199800.50"), "when": dt.datetime(2026, 11, 23, 9, 30, tzinfo=dt.timezone.utc),
+             "odd": {1, 2}, "名": "张三"}
+    with db.write() as conn:
+        write_later(conn, INSERT, {"tag": "held", "body": None, "data": dumps(value, default, slow), "at": None})
+        conn.execute(INSERT, {"tag": "now", "body": None, "data": dumps(value, default, slow), "at": None})
+        conn.execute(INSERT, {"tag": "big", "body": None, "data": dumps({(1, 2): 2 ** 70}, default, slow), "at": None})
+    with db.read() as conn:
+        got = dict(conn.execute(select(notes.c.tag, notes.c.data)).all())
+    want = {"price": 199800.5, "when": "2026-11-23T09:30:00+00:00", "odd": "<set>", "名": "张三"}
+    assert got == {"held": want, "now": want, "big": {"(1, 2)": 2 ** 70}}
+
+
 def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
     with db.write() as conn:
         for row in AWKWARD:
