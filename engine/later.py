@@ -22,8 +22,10 @@ Why this is safe:
   sends what is left before it commits; on an exception the list is dropped
   with the rollback.  Anywhere else the write runs at once;
 * values are converted by SQLAlchemy's own bind processors (JSON, dates) and,
-  on PostgreSQL, quoted by psycopg2's ``mogrify`` -- the same code that quotes
-  them for a normal execution -- never by string formatting of ours; SQLite
+  on PostgreSQL, quoted as psycopg2 quotes them for a normal execution: by its
+  ``mogrify``, or for plain text, numbers and timestamps by
+  :mod:`engine.pgliteral`, which writes the same literals (tested against
+  ``mogrify``) under the conditions where that is the whole escape; SQLite
   gets them as parameters;
 * code that uses the DBAPI connection directly (bulk imports) calls
   :func:`flush` first;
@@ -45,6 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from .driver import driver_execute
+from .pgliteral import literals, literals_usable
 
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
@@ -151,26 +154,49 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
     if conn.dialect.name != "postgresql":
         _hold_sqlite(conn, pending, statement, rows)
         return
-    from psycopg2.extensions import encodings
     dbapi = conn.connection.dbapi_connection
-    encoding = encodings[dbapi.encoding]
-    cur = dbapi.cursor()
+    quote = _Quoter(dbapi)
     try:
         for row in rows:
             keys = tuple(sorted(row))
             _, compiled, processors, plain, parts, _ = _compiled(conn, statement, keys)
             params = _processed(row, compiled, processors, plain)
             if parts is None:
-                pending.append((_table_of(statement), cur.mogrify(compiled.string, params).decode(encoding)))
+                pending.append((_table_of(statement), quote(compiled.string, params)))
                 continue
             table, head, one_row, tail = parts
             batch = _batch_for(pending, (id(statement), keys), table)
             if batch is None:
                 batch = _Batch((id(statement), keys), table, head, one_row, tail)
                 pending.append((table, batch))
-            batch.rows.append(cur.mogrify(one_row, params).decode(encoding))
+            batch.rows.append(quote(one_row, params))
     finally:
-        cur.close()
+        quote.close()
+
+
+class _Quoter:
+    """``sql`` with ``params`` filled in as literals: :mod:`engine.pgliteral` for plain values (the
+    same text psycopg2 writes, without its per-value cost), else psycopg2's ``mogrify``."""
+
+    __slots__ = ("dbapi", "fast", "cursor")
+
+    def __init__(self, dbapi: Any):
+        self.dbapi, self.cursor = dbapi, None
+        self.fast = literals_usable(dbapi)
+
+    def __call__(self, sql: str, params: dict) -> str:
+        if self.fast:
+            quoted = literals(params)
+            if quoted is not None:
+                return sql % quoted
+        if self.cursor is None:
+            self.cursor = self.dbapi.cursor()
+        from psycopg2.extensions import encodings
+        return self.cursor.mogrify(sql, params).decode(encodings[self.dbapi.encoding])
+
+    def close(self) -> None:
+        if self.cursor is not None:
+            self.cursor.close()
 
 
 def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
