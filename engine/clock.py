@@ -14,22 +14,46 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
+_TO_DB: dict = {}
+
+
 def to_db(value: dt.datetime | None) -> dt.datetime | None:
-    """Aware -> naive UTC for storage (naive input is assumed UTC already)."""
+    """Aware -> naive UTC for storage (naive input is assumed UTC already).
+
+    A request converts its ``now`` and a few due times for every row it writes (record,
+    timeline, timers, outbox...), and ``replace()`` is a costly call: recent conversions are kept
+    (by value -- equal instants in any zone are the same naive UTC time)."""
     if value is None:
         return None
     tz = value.tzinfo
-    if tz is dt.timezone.utc:                # the usual case (the clock's now): no conversion
-        return value.replace(tzinfo=None)
-    if tz is not None:
-        value = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-    return value
+    if tz is None:
+        return value
+    out = _TO_DB.get(value)
+    if out is None:
+        if tz is dt.timezone.utc:            # the usual case (the clock's now): no conversion
+            out = value.replace(tzinfo=None)
+        else:
+            out = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
+        if len(_TO_DB) >= 256:
+            _TO_DB.clear()
+        _TO_DB[value] = out
+    return out
+
+
+_FROM_DB: dict = {}
 
 
 def from_db(value: dt.datetime | None) -> dt.datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=dt.timezone.utc) if value.tzinfo is None else value
+    """Naive UTC from storage -> aware UTC (kept like ``to_db``'s: a request reads the same few)."""
+    if value is None or value.tzinfo is not None:
+        return value
+    out = _FROM_DB.get(value)
+    if out is None:
+        out = value.replace(tzinfo=dt.timezone.utc)
+        if len(_FROM_DB) >= 256:
+            _FROM_DB.clear()
+        _FROM_DB[value] = out
+    return out
 
 
 def parse_instant(text: str) -> dt.datetime:

@@ -29,6 +29,9 @@ from decimal import Decimal
 from typing import Any, Mapping
 
 
+_TIMESTAMPS: dict = {}       # naive datetime -> its literal (naive: equal values print alike)
+
+
 def literals_usable(dbapi_connection: Any) -> bool:
     """Whether :func:`literals` may quote for this psycopg2 connection (see the module docstring)."""
     try:
@@ -54,7 +57,15 @@ def literals(params: Mapping[str, Any]) -> dict[str, str] | None:
             # psycopg2 puts a space before a negative number, so "x -1" never becomes "x--1"
             out[name] = str(v) if v >= 0 else " " + str(v)
         elif t is dt.datetime:
-            out[name] = "'" + v.isoformat() + ("'::timestamptz" if v.tzinfo is not None else "'::timestamp")
+            # a request writes the same few instants (its now) into many rows: their text is kept
+            text = _TIMESTAMPS.get(v) if v.tzinfo is None else None
+            if text is None:
+                text = "'" + v.isoformat() + ("'::timestamptz" if v.tzinfo is not None else "'::timestamp")
+                if v.tzinfo is None:
+                    if len(_TIMESTAMPS) >= 256:
+                        _TIMESTAMPS.clear()
+                    _TIMESTAMPS[v] = text
+            out[name] = text
         elif t is bool:
             out[name] = "true" if v else "false"
         elif t is dt.date:
