@@ -146,8 +146,14 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     keys = tuple(sorted(row))
     _, compiled, processors, plain, _, positional = _compiled(conn, statement, keys)
     params = _processed(row, compiled, processors, plain)
-    values = positional(params) if positional is not None else params
-    return driver_execute(conn, compiled.string, values, rows=True).first()
+    if positional is not None:
+        return driver_execute(conn, compiled.string, positional(params), rows=True).first()
+    quoted = literals(params) if literals_usable(conn.connection.dbapi_connection) else None
+    if quoted is not None:
+        # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them; the
+        # text is escaped for the interpolation psycopg2 still runs on it (held writes may ride along)
+        return driver_execute(conn, (compiled.string % quoted).replace("%", "%%"), {}, rows=True).first()
+    return driver_execute(conn, compiled.string, params, rows=True).first()
 
 
 def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:

@@ -8,7 +8,7 @@ from sqlalchemy import JSON, Column, DateTime, Integer, MetaData, String, Table,
 from sqlalchemy.exc import IntegrityError
 
 from engine.db import Database
-from engine.later import write_later
+from engine.later import execute_row, write_later
 
 md = MetaData()
 notes = Table("t_later_notes", md, Column("id", Integer, primary_key=True, autoincrement=True),
@@ -84,6 +84,25 @@ def test_json_serialized_by_the_caller_is_stored_as_it_is(db):
         got = dict(conn.execute(select(notes.c.tag, notes.c.data)).all())
     want = {"price": 199800.5, "when": "2026-11-23T09:30:00+00:00", "odd": "<set>", "名": "张三"}
     assert got == {"held": want, "now": want, "big": {"(1, 2)": 2 ** 70}}
+
+
+def test_a_row_executed_now_is_written_as_an_ordinary_insert_writes_it(db):
+    # engine.later.execute_row (the record service's INSERT): on PostgreSQL the values are sent as
+    # literals (engine.pgliteral) in a text psycopg2 still interpolates -- quotes, percent signs and
+    # placeholders in the values must arrive as they were, also with held writes riding along
+    returning = notes.insert().returning(notes.c.id)
+    with db.write() as conn:
+        ids = []
+        for row in AWKWARD:
+            conn.execute(INSERT, dict(row, tag="now-" + row["tag"]))
+            write_later(conn, INSERT, dict(row, tag="held-" + row["tag"]))
+            ids.append(execute_row(conn, returning, dict(row, tag="row-" + row["tag"]))[0])
+    got = rows(db)
+    by = {r["tag"]: {k: v for k, v in r.items() if k != "tag"} for r in got}
+    for row in AWKWARD:
+        assert by["row-" + row["tag"]] == by["now-" + row["tag"]] == by["held-" + row["tag"]], row["tag"]
+    assert len(set(ids)) == len(AWKWARD) and all(isinstance(i, int) for i in ids)
+    assert by["row-pct"]["body"] == "100% sure; 50%% off; %(name)s %s"
 
 
 def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
