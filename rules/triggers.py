@@ -203,9 +203,15 @@ def date_due(app: Any, trig: TriggerDef, value: Any) -> dt.datetime | None:
 
 
 def date_iso(value: Any) -> str:
-    """A date field's value as it appears in a date timer's key (and payload)."""
+    """A date field's value as it appears in a date timer's key (and payload): ``20261123T020000``
+    (UTC) for a datetime -- formatted from its fields, strftime's text without its cost."""
     if isinstance(value, dt.datetime):
-        return (from_db(value) if value.tzinfo is None else value).astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%S")
+        if value.tzinfo is not None and value.tzinfo is not dt.timezone.utc:
+            value = value.astimezone(dt.timezone.utc)       # (naive: UTC already, as stored)
+        if value.year < 1000:
+            return value.strftime("%Y%m%dT%H%M%S")
+        return (f"{value.year}{value.month:02d}{value.day:02d}"
+                f"T{value.hour:02d}{value.minute:02d}{value.second:02d}")
     if isinstance(value, dt.date):
         return value.isoformat()
     return str(value)
@@ -216,9 +222,13 @@ def date_key_prefix(app: str, rule: str, form: str, record_id: int) -> str:
 
 
 def date_key(app: str, rule: Any, record_id: int, value: Any) -> str:
+    return _date_key(app, rule, record_id, date_iso(value))
+
+
+def _date_key(app: str, rule: Any, record_id: int, iso: str) -> str:
     t = rule.trigger
     at = t.at_time.strftime("%H%M") if t.at_time else ""
-    return f"{date_key_prefix(app, rule.name, t.form, record_id)}{date_iso(value)}:{format_duration(t.offset)}:{at}"
+    return f"{date_key_prefix(app, rule.name, t.form, record_id)}{iso}:{format_duration(t.offset)}:{at}"
 
 
 def schedule_or_revive(conn: Any, *, app: str, kind: str, key: str, due_at: dt.datetime, payload: dict,
@@ -276,10 +286,13 @@ def schedule_following(uow: Any, rules: Any, record: Mapping[str, Any], fired_du
 def _write_date_timers(uow: Any, due: list, record: Mapping[str, Any], created: bool = False) -> list[str]:
     app = uow.app.name
     rid = record["id"]
-    rows = [dict(app=app, kind=DATE_TIMER, key=date_key(app, rule, rid, record.get(rule.trigger.date_field))[:255],
-                 due_at=to_db(when), payload={"rule": rule.name, "field": rule.trigger.date_field,
-                                              "date": date_iso(record.get(rule.trigger.date_field))},
-                 form=rule.trigger.form, record_id=rid, status="pending", attempts=0) for rule, when in due]
+    rows = []
+    for rule, when in due:
+        t = rule.trigger
+        iso = date_iso(record.get(t.date_field))
+        rows.append(dict(app=app, kind=DATE_TIMER, key=_date_key(app, rule, rid, iso)[:255], due_at=to_db(when),
+                         payload={"rule": rule.name, "field": t.date_field, "date": iso},
+                         form=t.form, record_id=rid, status="pending", attempts=0))
     if not rows:
         return []
     # new, or a cancelled timer with this key comes back (the date was set back to an old value);
