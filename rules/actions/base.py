@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
-from functools import cached_property
 from typing import Any, Callable, Iterable, Mapping
 
 from engine.definitions import CompileContext
@@ -406,6 +405,9 @@ class DeferredLookup:
 # ---------------------------------------------------------------------------
 # run time
 
+_UNSET = object()
+
+
 class RunContext:
     """One run of an action list on one record, inside the caller's unit of work."""
 
@@ -414,6 +416,8 @@ class RunContext:
                  payload: Any = None, event: Mapping[str, Any] | None = None, parent: "RunContext | None" = None,
                  changed: Any = None):
         self.uow = uow
+        self.records: Any = uow.service("records")
+        self._formdef: Any = _UNSET
         self.sys = uow.as_system() if not uow.user.is_system else uow
         self.form = form
         self.record: dict = dict(record or {})
@@ -441,18 +445,17 @@ class RunContext:
         self.presave = False
 
     # -- services --------------------------------------------------------
-    # the unit of work, its app and the form are fixed for a run: looked up once
-    @cached_property
-    def records(self) -> Any:
-        return self.uow.service("records")
-
     @property
     def app(self) -> Any:
         return self.uow.app
 
-    @cached_property
+    @property
     def formdef(self) -> Any:
-        return self.records.form(self.uow.app, self.form) if self.form else None
+        # the unit of work, its app and the form are fixed for a run: looked up once
+        fd = self._formdef
+        if fd is _UNSET:
+            fd = self._formdef = self.records.form(self.uow.app, self.form) if self.form else None
+        return fd
 
     @property
     def record_id(self) -> int | None:
