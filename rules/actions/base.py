@@ -679,7 +679,12 @@ def _link_fields(rc: RunContext) -> frozenset:
     return got
 
 
+_AS_IS = frozenset((str, int, float, bool, type(None)))    # exact types: a LinkRef is an int subclass
+
+
 def jsonable(value: Any) -> Any:
+    if type(value) in _AS_IS:
+        return value
     if isinstance(value, LinkRef):
         return int(value)
     if isinstance(value, DeferredLookup):     # for a log line: the id it found, once it is known
