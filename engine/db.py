@@ -23,6 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import later
 from .driver import driver_execute
+from .pgliteral import interpolated
 
 DEFAULT_URL = "sqlite:///loom.db"
 
@@ -186,4 +187,7 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
                                    tuple(compiled.positiontup) if compiled.positional else None)
     _, text, constants, order = got
     merged = {**constants, **params} if constants else params
-    return driver_execute(conn, text, merged if order is None else tuple(merged[name] for name in order), rows=True)
+    if order is not None:
+        return driver_execute(conn, text, tuple(merged[name] for name in order), rows=True)
+    final = interpolated(conn.connection.dbapi_connection, text, merged)      # (PostgreSQL: plain values)
+    return driver_execute(conn, text if final is None else final, merged if final is None else {}, rows=True)

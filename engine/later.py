@@ -47,7 +47,7 @@ from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
 from .driver import driver_execute
-from .pgliteral import literals, literals_usable
+from .pgliteral import interpolated, literals, literals_usable
 
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
@@ -148,11 +148,10 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     params = _processed(row, compiled, processors, plain)
     if positional is not None:
         return driver_execute(conn, compiled.string, positional(params), rows=True).first()
-    quoted = literals(params) if literals_usable(conn.connection.dbapi_connection) else None
-    if quoted is not None:
-        # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them; the
-        # text is escaped for the interpolation psycopg2 still runs on it (held writes may ride along)
-        return driver_execute(conn, (compiled.string % quoted).replace("%", "%%"), {}, rows=True).first()
+    # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
+    text = interpolated(conn.connection.dbapi_connection, compiled.string, params)
+    if text is not None:
+        return driver_execute(conn, text, {}, rows=True).first()
     return driver_execute(conn, compiled.string, params, rows=True).first()
 
 

@@ -83,4 +83,14 @@ def literals(params: Mapping[str, Any]) -> dict[str, str] | None:
     return out
 
 
-__all__ = ["literals", "literals_usable"]
+def interpolated(dbapi_connection: Any, sql: str, params: Mapping[str, Any]) -> str | None:
+    """``sql`` (psycopg2's ``%(name)s`` placeholders) with ``params`` written in as literals, escaped
+    again for the interpolation psycopg2 runs on a text executed with parameters (``{}``: held
+    writes riding along expect it) -- or None where :func:`literals` does not quote."""
+    if type(params) is not dict or not literals_usable(dbapi_connection):
+        return None
+    quoted = literals(params)
+    return None if quoted is None else (sql % quoted).replace("%", "%%")
+
+
+__all__ = ["interpolated", "literals", "literals_usable"]
