@@ -8,7 +8,7 @@ migration there.
 from __future__ import annotations
 
 from sqlalchemy import (JSON, BigInteger, Boolean, Column, DateTime, Index, Integer, LargeBinary, MetaData,
-                        String, Table, Text, UniqueConstraint)
+                        String, Table, Text, UniqueConstraint, text)
 
 metadata = MetaData()
 
@@ -90,6 +90,10 @@ history = Table(
     Column("changes", JSON),
     Column("comment", Text),
     Index("ix_loom_history_record", "app", "form", "record_id"),
+    # the rule log (RuleEngine.log_for): an app's or a form's newest rule lines without walking the
+    # rest of the history; partial, so no other line pays for it (migration 0007_history_rules)
+    Index("ix_loom_history_rules", "app", "form", "id", postgresql_where=text("kind = 'rule'"),
+          sqlite_where=text("kind = 'rule'")),
 )
 # one statement object for every timeline line (values passed as parameters): compiled once, and
 # lines held by ``engine.later`` from any engine join one multi-row INSERT

@@ -397,20 +397,11 @@ class RuleEngine:
         trigger, inputs, outcome, actions): loom_rule_log's rows and the timelines' rule lines (see
         :meth:`_log`).  Rows the log held for firings that also have a timeline line (written
         before both were one) are left out, so nothing shows twice."""
-        from sqlalchemy import and_, func, not_, select
-        t, h = P.rule_log, P.history
-        q = select(t).where(t.c.app == uow.app.name, not_(and_(
-            t.c.outcome == "fired", t.c.form.isnot(None), t.c.record_id.isnot(None),
-            func.coalesce(t.c.trigger, "") != "deleted")))
-        lines = select(h).where(h.c.app == uow.app.name, h.c.kind == "rule")
-        if form:
-            q, lines = q.where(t.c.form == form), lines.where(h.c.form == form)
-        if record_id is not None:
-            q, lines = q.where(t.c.record_id == record_id), lines.where(h.c.record_id == record_id)
+        q, lines = log_queries(uow.app.name, form, record_id, limit)
         # at one instant, firings on records (timeline lines) come before the others (a deleted
         # record's, errors, record-less ones)
-        rows = [(r["at"], 1, r["id"], dict(r)) for r in uow.conn.execute(q.order_by(t.c.id.desc()).limit(limit)).mappings()]
-        for r in uow.conn.execute(lines.order_by(h.c.id.desc()).limit(limit)).mappings():
+        rows = [(r["at"], 1, r["id"], dict(r)) for r in uow.conn.execute(q).mappings()]
+        for r in uow.conn.execute(lines).mappings():
             c = r["changes"] or {}
             rows.append((r["at"], 0, r["id"], {
                 "id": None, "app": r["app"], "rule": c.get("rule"), "form": r["form"], "record_id": r["record_id"],
@@ -418,6 +409,23 @@ class RuleEngine:
                 "outcome": "fired", "actions": c.get("actions") or []}))
         rows.sort(key=lambda x: x[:3], reverse=True)
         return [row for *_, row in rows[:limit]]
+
+
+def log_queries(app: str, form: str | None, record_id: int | None, limit: int) -> tuple[Any, Any]:
+    """The newest ``limit`` loom_rule_log rows and timeline rule lines of ``app`` (and ``form``,
+    ``record_id``), newest first.  The lines are found through ``ix_loom_history_rules`` (rule
+    lines only) or, for one record, ``ix_loom_history_record``: never by walking the history."""
+    from sqlalchemy import and_, func, not_, select
+    t, h = P.rule_log, P.history
+    q = select(t).where(t.c.app == app, not_(and_(
+        t.c.outcome == "fired", t.c.form.isnot(None), t.c.record_id.isnot(None),
+        func.coalesce(t.c.trigger, "") != "deleted")))
+    lines = select(h).where(h.c.app == app, h.c.kind == "rule")
+    if form:
+        q, lines = q.where(t.c.form == form), lines.where(h.c.form == form)
+    if record_id is not None:
+        q, lines = q.where(t.c.record_id == record_id), lines.where(h.c.record_id == record_id)
+    return q.order_by(t.c.id.desc()).limit(limit), lines.order_by(h.c.id.desc()).limit(limit)
 
 
 def _share(rc: RunContext, carry: RunContext | None) -> None:

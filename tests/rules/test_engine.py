@@ -140,6 +140,30 @@ def test_a_firing_is_recorded_once(rt, package_dir):
 
 
 
+def test_the_rule_log_finds_rule_lines_by_index_not_by_walking_the_history(rt):
+    # a form with few rule lines in a long history made the log walk all of it (0.3 s per million
+    # lines on PostgreSQL); ix_loom_history_rules (migration 0007, rule lines only) starts from the
+    # form's newest one
+    from rules.engine import log_queries
+    explain = "EXPLAIN QUERY PLAN " if rt.db.is_sqlite else "EXPLAIN "
+    indexes = ("ix_loom_history_rules", "ix_loom_history_record")
+    with rt.db.write() as conn:
+        if not rt.db.is_sqlite:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")      # an empty table: ask which index
+        for form, record_id in (("lead", None), ("lead", 7), (None, None)):
+            _, lines = log_queries("shop", form, record_id, 100)
+            sql = str(lines.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True}))
+            plan = " ".join(str(r) for r in conn.exec_driver_sql(explain + sql).all())
+            if form is None and not rt.db.is_sqlite:
+                # all forms: the planner may also walk the primary key newest first, which stops after
+                # `limit` rule lines where they are common; either way not the record index
+                assert "ix_loom_history_rules" in plan or "loom_history_pkey" in plan, plan
+            elif record_id is None:
+                assert "ix_loom_history_rules" in plan, (form, plan)
+            else:
+                assert any(ix in plan for ix in indexes), (form, record_id, plan)
+
+
 def test_the_rule_log_api_answers_why(api, package_dir):
     # analysts (manage_app) read each firing with what its condition read and what it did
     rt = api.rt
