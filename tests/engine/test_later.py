@@ -105,6 +105,17 @@ def test_a_row_executed_now_is_written_as_an_ordinary_insert_writes_it(db):
     assert by["row-pct"]["body"] == "100% sure; 50%% off; %(name)s %s"
 
 
+def test_values_the_literal_writer_refuses_still_go_through_the_driver(db):
+    # engine.pgliteral quotes exact plain types only; a str subclass (and anything else) held on
+    # PostgreSQL is quoted by psycopg2's mogrify, in the same batch as plain rows
+    class Code(str):
+        pass
+    with db.write() as conn:
+        write_later(conn, INSERT, [{"tag": "plain", "body": "O'Brien", "data": None, "at": None},
+                                   {"tag": "subclass", "body": Code("O'Brien 100%"), "data": None, "at": None}])
+    assert {r["tag"]: r["body"] for r in rows(db)} == {"plain": "O'Brien", "subclass": "O'Brien 100%"}
+
+
 def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
     with db.write() as conn:
         for row in AWKWARD:
