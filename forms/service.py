@@ -882,6 +882,10 @@ class LinkedRecord(Mapping):
     def __getitem__(self, key):
         return self._record()[key]
 
+    def get(self, key, default=None):
+        # the expressions read names with get(): the mixin's try/except around [] costs more
+        return self._record().get(key, default)
+
     def __iter__(self):
         return iter(self._record())
 

@@ -63,6 +63,7 @@ from engine.expressions import ExpressionError
 
 from .actions.base import ActionCompiler, ActionError, RunContext, flow_names_of
 from .durations import parse_time_of_day
+from .notify import _user_names, users_with_role
 from .tables import claims, cursors
 
 STRATEGIES = ("round_robin", "least_open", "weighted", "match", "working_hours")
@@ -249,7 +250,6 @@ def _away(conn: Any, names: list[str], now: dt.datetime) -> set[str]:
 
 
 def candidates(rc: RunContext, p: AssignParams) -> list[User]:
-    from .notify import users_with_role, _user_names
     if p.users is not None:
         users = [u for u in (rc.user(n) for n in _user_names(rc.evaluate(p.users))) if u is not None and u.active]
         if p.role:
@@ -424,7 +424,6 @@ def assign(rc: RunContext, p: AssignParams) -> dict | None:
     how = ""
     while params is not None and chosen is None:
         if params.strategy == "user":
-            from .notify import _user_names
             names = _user_names(rc.evaluate(params.fallback_user))
             user = rc.user(names[0]) if names else None
             chosen, how = (user.username, "fallback user") if user is not None and user.active else (None, "")
@@ -434,7 +433,6 @@ def assign(rc: RunContext, p: AssignParams) -> dict | None:
             chosen, how = choose(rc, params, users, locked)
             tried.append(params.role or "users")
         if chosen is None and params.fallback_user is not None:
-            from .notify import _user_names
             names = _user_names(rc.evaluate(params.fallback_user))
             user = rc.user(names[0]) if names else None
             if user is not None and user.active:

@@ -5,6 +5,7 @@ from typing import Any
 
 from engine.problems import one_of, suggest
 
+from ..decision import evaluate_table
 from .base import Action, ActionCompiler, ActionError, RunContext, register_action, table_names_of
 
 
@@ -54,7 +55,6 @@ class DecideAction(Action):
         return (name, tuple(pairs))
 
     def run(self, rc: RunContext, params: Any) -> dict | None:
-        from ..decision import evaluate_table
         name, mapping = params
         table = (rc.app.section("decision_tables") or {}).get(name)
         if table is None:

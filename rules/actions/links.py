@@ -78,6 +78,10 @@ class LazyMapping(Mapping):
     def __getitem__(self, key: str) -> Any:
         return self._get()[key]
 
+    def get(self, key: str, default: Any = None) -> Any:
+        # the expressions read names with get(): the mixin's try/except around [] costs more
+        return self._get().get(key, default)
+
     def __iter__(self):
         return iter(self._get())
 

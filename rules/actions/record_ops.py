@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from .base import Action, ActionCompiler, ActionError, DeferredLookup, Lookup, RunContext, register_action
+from .base import Action, ActionCompiler, ActionError, DeferredLookup, Lookup, RunContext, jsonable, register_action
 
 _UNSETTABLE = ("id", "created_at", "updated_at", "created_by")
 
@@ -69,7 +69,6 @@ class SetAction(Action):
 
 
 def _show(value: Any) -> Any:
-    from .base import jsonable
     return jsonable(value)
 
 
