@@ -9,7 +9,7 @@ from sqlalchemy import select
 
 from engine.clock import from_db, to_db
 from engine.events import Event
-from engine.expressions import ExpressionError
+from engine.expressions import EvalContext, ExpressionError
 
 log = logging.getLogger("loom.flows")
 
@@ -75,7 +75,6 @@ def exists_hook(uow: Any):
 
 
 def eval_context(uow: Any):
-    from engine.expressions import EvalContext
     try:
         return EvalContext(now=uow.now, tz=uow.app.tz, exists=exists_hook(uow))
     except TypeError:  # an expression engine without the exists hook

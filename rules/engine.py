@@ -38,6 +38,7 @@ from typing import Any, Mapping
 
 from engine import platform as P
 from engine.clock import from_db, to_db
+from engine.crypto import mask
 from engine.db import JsonText, dumps
 from engine.events import Event
 from engine.later import write_later
@@ -483,7 +484,6 @@ def _input_paths(rule: RuleDef, fd: Any) -> tuple:
 
 def _inputs(rule: RuleDef, env: Mapping, fd: Any) -> dict:
     """The values the condition read (PII fields masked), for the rule log."""
-    from engine.crypto import mask
     out = {}
     for path, name, masked in _input_paths(rule, fd):
         v: Any = env
