@@ -21,6 +21,8 @@ import datetime as dt
 import itertools
 from typing import Any, Callable, Iterable, Mapping
 
+from sqlalchemy import bindparam, select
+
 from engine.definitions import CompileContext
 from engine.errors import LoomError, RecordInvalid
 from engine.expressions import ExpressionError, compile_expression
@@ -343,7 +345,6 @@ class Lookup:
 
     def _compiled(self, rc: "RunContext") -> tuple:
         """The SELECT, built once per app version, with one parameter per condition."""
-        from sqlalchemy import bindparam, select
         app = rc.uow.app
         got = self._query
         if got is None or got[0] != app.digest:
@@ -522,7 +523,6 @@ class RunContext:
 
         Criteria are equalities; a ``__gt``/``__gte``/``__lt``/``__lte``/``__ne`` suffix compares instead.
         """
-        from sqlalchemy import select
         records = self.records
         try:
             fd = records.form(self.uow.app, form)
