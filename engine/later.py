@@ -38,11 +38,12 @@ not applied to held rows).
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import operator
 import re
 from typing import Any, Iterator
 
-from sqlalchemy import event
+from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
@@ -102,8 +103,8 @@ def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> 
 
 
 def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
-    """(statement, SQL of one row, bind processors, row usable as is, multi-row parts or None),
-    compiled once per statement and set of columns."""
+    """(statement, compiled form, bind processors, row usable as is, multi-row parts or None,
+    positional getter or None), compiled once per statement and set of columns."""
     key = (id(statement), keys, conn.dialect.name)
     got = _COMPILED.get(key)
     if got is None or got[0] is not statement:
@@ -122,9 +123,28 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
         m = _ROW_TUPLE.match(compiled.string) if getattr(statement, "is_insert", False) else None
         if m is not None and plain:
             parts = (statement.table.name, m.group(1), m.group(2), m.group(3) or "")
-        got = _COMPILED[key] = (statement, compiled, tuple(compiled._bind_processors.items()), plain, parts,
-                                _positional(compiled))
+        processors = tuple((name, _kept(proc) if isinstance(getattr(compiled.binds.get(name), "type", None), DateTime)
+                            else proc) for name, proc in compiled._bind_processors.items())
+        got = _COMPILED[key] = (statement, compiled, processors, plain, parts, _positional(compiled))
     return got
+
+
+def _kept(process: Any) -> Any:
+    """A timestamp column's bind processor (SQLite's formats the text in Python) remembering its
+    recent results: a request writes the same few instants (its now) into many rows.  Naive values
+    only (what ``to_db`` gives): equal naive datetimes have the same fields, so the same text."""
+    done: dict = {}
+
+    def kept(value: Any) -> Any:
+        if type(value) is not dt.datetime or value.tzinfo is not None:
+            return process(value)
+        got = done.get(value)
+        if got is None:
+            if len(done) >= 256:
+                done.clear()
+            got = done[value] = process(value)
+        return got
+    return kept
 
 
 def _positional(compiled: Any) -> Any:

@@ -116,6 +116,21 @@ def test_values_the_literal_writer_refuses_still_go_through_the_driver(db):
     assert {r["tag"]: r["body"] for r in rows(db)} == {"plain": "O'Brien", "subclass": "O'Brien 100%"}
 
 
+def test_equal_instants_in_other_zones_are_not_mixed_up(db):
+    # SQLite's timestamp text is remembered per value (a request writes its now into many rows);
+    # aware values that are equal instants but read differently must still be written as given
+    utc = dt.datetime(2026, 11, 23, 2, 0, tzinfo=dt.timezone.utc)
+    shanghai = utc.astimezone(dt.timezone(dt.timedelta(hours=8)))
+    naive = dt.datetime(2026, 11, 23, 2, 0)
+    with db.write() as conn:
+        for tag, at in (("utc", utc), ("sh", shanghai), ("naive", naive), ("naive2", naive)):
+            conn.execute(INSERT, {"tag": "now-" + tag, "body": None, "data": None, "at": at})
+            write_later(conn, INSERT, {"tag": "held-" + tag, "body": None, "data": None, "at": at})
+    got = {r["tag"]: r["at"] for r in rows(db)}
+    for tag in ("utc", "sh", "naive", "naive2"):
+        assert got["held-" + tag] == got["now-" + tag], tag
+
+
 def test_values_are_written_exactly_as_an_ordinary_insert_writes_them(db):
     with db.write() as conn:
         for row in AWKWARD:
