@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from typing import Any
 
 
 def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
+
+
+def remember(cache: dict, key: Any, value: Any) -> Any:
+    """Store ``value`` under ``key`` in a small per-process cache of conversions (emptied when it
+    reaches 256 entries: a request reuses the same few instants) and return it."""
+    if len(cache) >= 256:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 _TO_DB: dict = {}
@@ -31,12 +41,9 @@ def to_db(value: dt.datetime | None) -> dt.datetime | None:
     out = _TO_DB.get(value)
     if out is None:
         if tz is dt.timezone.utc:            # the usual case (the clock's now): no conversion
-            out = value.replace(tzinfo=None)
+            out = remember(_TO_DB, value, value.replace(tzinfo=None))
         else:
-            out = value.astimezone(dt.timezone.utc).replace(tzinfo=None)
-        if len(_TO_DB) >= 256:
-            _TO_DB.clear()
-        _TO_DB[value] = out
+            out = remember(_TO_DB, value, value.astimezone(dt.timezone.utc).replace(tzinfo=None))
     return out
 
 
@@ -49,10 +56,7 @@ def from_db(value: dt.datetime | None) -> dt.datetime | None:
         return value
     out = _FROM_DB.get(value)
     if out is None:
-        out = value.replace(tzinfo=dt.timezone.utc)
-        if len(_FROM_DB) >= 256:
-            _FROM_DB.clear()
-        _FROM_DB[value] = out
+        out = remember(_FROM_DB, value, value.replace(tzinfo=dt.timezone.utc))
     return out
 
 

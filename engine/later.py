@@ -47,6 +47,7 @@ from sqlalchemy import DateTime, event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import DBAPIError
 
+from .clock import remember
 from .driver import driver_execute
 from .pgliteral import interpolated, literals, literals_usable
 
@@ -135,16 +136,12 @@ def _kept(process: Any) -> Any:
     only (what ``to_db`` gives): equal naive datetimes have the same fields, so the same text."""
     done: dict = {}
 
-    def kept(value: Any) -> Any:
+    def formatted(value: Any) -> Any:
         if type(value) is not dt.datetime or value.tzinfo is not None:
             return process(value)
         got = done.get(value)
-        if got is None:
-            if len(done) >= 256:
-                done.clear()
-            got = done[value] = process(value)
-        return got
-    return kept
+        return got if got is not None else remember(done, value, process(value))
+    return formatted
 
 
 def _positional(compiled: Any) -> Any:

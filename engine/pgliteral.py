@@ -28,6 +28,8 @@ import math
 from decimal import Decimal
 from typing import Any, Mapping
 
+from .clock import remember
+
 
 _TIMESTAMPS: dict = {}       # naive datetime -> its literal (naive: equal values print alike)
 
@@ -62,9 +64,7 @@ def literals(params: Mapping[str, Any]) -> dict[str, str] | None:
             if text is None:
                 text = "'" + v.isoformat() + ("'::timestamptz" if v.tzinfo is not None else "'::timestamp")
                 if v.tzinfo is None:
-                    if len(_TIMESTAMPS) >= 256:
-                        _TIMESTAMPS.clear()
-                    _TIMESTAMPS[v] = text
+                    remember(_TIMESTAMPS, v, text)
             out[name] = text
         elif t is bool:
             out[name] = "true" if v else "false"

@@ -197,6 +197,7 @@ def test_the_rule_log_api_answers_why(api, package_dir):
     assert api.http.get("/api/apps/shop/rules/log", headers=seller).status_code == 403
     assert api.http.get("/api/apps/nope/rules/log", headers=root).status_code == 404
 
+
 def test_pii_in_conditions_is_masked_in_the_log(rt, package_dir):
     setup_app(rt, package_dir, """
     rules:
