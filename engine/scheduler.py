@@ -45,6 +45,7 @@ from . import platform as P
 from .auth import SYSTEM_USER
 from .clock import from_db, to_db
 from .db import insert_ignore
+from .later import write_later
 from .runtime import AppNotFound
 from .uow import UnitOfWork
 
@@ -71,10 +72,24 @@ def register_tick_step(step: Callable[[Any, dt.datetime], dict]) -> None:
 def schedule(conn: Connection, *, app: str, kind: str, key: str, due_at: dt.datetime, payload: dict | None = None,
              form: str | None = None, record_id: int | None = None) -> bool:
     """Add a timer unless one with ``key`` already exists; True if added."""
-    values = dict(app=app, kind=kind, key=key[:255], due_at=to_db(due_at), payload=payload or {}, form=form,
-                  record_id=record_id, status="pending", attempts=0)
-    res = conn.execute(insert_ignore(P.timers, ("key",), conn.dialect.name), values)
+    res = conn.execute(insert_ignore(P.timers, ("key",), conn.dialect.name),
+                       _timer_row(app, kind, key, due_at, payload, form, record_id))
     return res.rowcount > 0
+
+
+def schedule_later(conn: Connection, *, app: str, kind: str, key: str, due_at: dt.datetime,
+                   payload: dict | None = None, form: str | None = None, record_id: int | None = None) -> None:
+    """:func:`schedule` for callers that need not know whether the timer was new: the INSERT rides
+    along with the next statement (:mod:`engine.later`) and joins other held timer rows -- an SLA
+    clock's timers and a new record's date-rule timers are one statement, not one round trip each."""
+    write_later(conn, insert_ignore(P.timers, ("key",), conn.dialect.name),
+                _timer_row(app, kind, key, due_at, payload, form, record_id))
+
+
+def _timer_row(app: str, kind: str, key: str, due_at: dt.datetime, payload: dict | None, form: str | None,
+               record_id: int | None) -> dict:
+    return dict(app=app, kind=kind, key=key[:255], due_at=to_db(due_at), payload=payload or {}, form=form,
+                record_id=record_id, status="pending", attempts=0)
 
 
 def cancel(conn: Connection, *, app: str, form: str | None = None, record_id: int | None = None,

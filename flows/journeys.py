@@ -174,7 +174,7 @@ def _advance(uow: Any, j: JourneyDef, enr: dict, index: int, base: dt.datetime, 
             index += 1
             continue
         key = _prefix(uow.app.name, enr["id"]) + step.name
-        scheduler.schedule(uow.conn, app=uow.app.name, kind=TIMER_KIND, key=key, due_at=max(due, uow.now),
+        scheduler.schedule_later(uow.conn, app=uow.app.name, kind=TIMER_KIND, key=key, due_at=max(due, uow.now),
                            payload={"enrolment": enr["id"], "step": step.name, "what": "step"},
                            form=j.form, record_id=enr["record_id"])
         _track(uow, j, _save(uow, enr, current_step=step.name, waiting=False))
@@ -188,7 +188,7 @@ def _run_step(uow: Any, service: Any, j: JourneyDef, enr: dict, step: StepDef, r
     if step.wait_until is not None and not enr["waiting"] and not truthy(uow, step.wait_until, env):
         _save(uow, enr, waiting=True)
         if step.timeout is not None:
-            scheduler.schedule(uow.conn, app=app, kind=TIMER_KIND, key=_prefix(app, enr["id"]) + step.name + ":timeout",
+            scheduler.schedule_later(uow.conn, app=app, kind=TIMER_KIND, key=_prefix(app, enr["id"]) + step.name + ":timeout",
                                due_at=uow.now + step.timeout,
                                payload={"enrolment": enr["id"], "step": step.name, "what": "timeout"},
                                form=j.form, record_id=enr["record_id"])

@@ -415,7 +415,7 @@ class FlowService:
                 continue
             cal = sla.calendar_for(uow.app, t.calendar)
             due = cal.add(uow.now, t.after)
-            scheduler.schedule(uow.conn, app=uow.app.name, kind=AFTER_KIND,
+            scheduler.schedule_later(uow.conn, app=uow.app.name, kind=AFTER_KIND,
                                key=f"flow:{uow.app.name}:{inst['id']}:after:{t.name}:{iso(uow.now)}", due_at=due,
                                payload={"instance": inst["id"], "transition": t.name, "state": state, "entered": iso(uow.now)},
                                form=wf.form, record_id=inst["record_id"])
@@ -547,7 +547,7 @@ class FlowService:
             self._notify_user(uow, appr["form"], appr["record_id"], entry["user"], ap.notify,
                               source=f"flow:{appr['flow']}:{appr['transition']}:approval", occurrence=f"task:{task_id}")
         if ap is not None and ap.remind_after:
-            scheduler.schedule(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task_id}:1",
+            scheduler.schedule_later(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task_id}:1",
                                due_at=uow.now + ap.remind_after, payload={"task": task_id, "n": 1},
                                form=appr["form"], record_id=appr["record_id"])
         return task_id
@@ -813,7 +813,7 @@ class FlowService:
                 t = wf.transitions.get(appr["transition"]) if wf else None
                 ap = t.approval if t else None
         if ap is not None and ap.remind_every and n < ap.max_reminders:
-            scheduler.schedule(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task['id']}:{n + 1}",
+            scheduler.schedule_later(uow.conn, app=uow.app.name, kind=REMIND_KIND, key=f"flow:{uow.app.name}:remind:{task['id']}:{n + 1}",
                                due_at=uow.now + ap.remind_every, payload={"task": task["id"], "n": n + 1},
                                form=task["form"], record_id=task["record_id"])
         if ap is not None and ap.remind_template and task["form"]:

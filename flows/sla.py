@@ -104,14 +104,14 @@ def _schedule(uow: Any, clock: dict, sla: SlaDef) -> None:
     payload = {"clock": clock["id"], "gen": clock["gen"]}
     if sla.warn_before and sla.warn and clock["warned_at"] is None and clock["level"] == 0:
         warn_at = max(cal.subtract(due, sla.warn_before), uow.now)
-        scheduler.schedule(uow.conn, key=prefix + "warn", due_at=warn_at, payload={**payload, "what": "warn"}, **common)
+        scheduler.schedule_later(uow.conn, key=prefix + "warn", due_at=warn_at, payload={**payload, "what": "warn"}, **common)
     if clock["level"] == 0:
-        scheduler.schedule(uow.conn, key=prefix + "breach", due_at=max(due, uow.now), payload={**payload, "what": "breach"}, **common)
+        scheduler.schedule_later(uow.conn, key=prefix + "breach", due_at=max(due, uow.now), payload={**payload, "what": "breach"}, **common)
     for i, esc in enumerate(sla.escalations):
         level = i + 2
         if clock["level"] < level:
             at = cal.add(due, esc.after)
-            scheduler.schedule(uow.conn, key=prefix + f"esc{level}", due_at=max(at, uow.now),
+            scheduler.schedule_later(uow.conn, key=prefix + f"esc{level}", due_at=max(at, uow.now),
                                payload={**payload, "what": "escalate", "level": level}, **common)
 
 
