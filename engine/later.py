@@ -49,10 +49,11 @@ from sqlalchemy.exc import DBAPIError
 
 from .clock import remember
 from .driver import driver_execute
-from .pgliteral import interpolated, literals, literals_usable
+from .pgliteral import Unquotable, interpolated, literals, literals_usable, writer
 
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
+_LITERALS = "loom_literals"   # conn.info: engine.pgliteral may quote on it (asked once per write transaction)
 _COMPILED: dict[tuple, Any] = {}
 # an INSERT of one row, split into its head, its row of placeholders and its ON CONFLICT DO NOTHING
 _ROW_TUPLE = re.compile(r"^(INSERT INTO .+? VALUES )(\((?:(?:%\([^()]+\)s|\?)(?:::[A-Z]+)?(?:, )?)+\))"
@@ -105,7 +106,8 @@ def write_later(conn: Connection, statement: Any, params: dict | list[dict]) -> 
 
 def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
     """(statement, compiled form, bind processors, row usable as is, multi-row parts or None,
-    positional getter or None), compiled once per statement and set of columns."""
+    positional getter or None, PostgreSQL literal writer or None), compiled once per statement and
+    set of columns."""
     key = (id(statement), keys, conn.dialect.name)
     got = _COMPILED.get(key)
     if got is None or got[0] is not statement:
@@ -126,8 +128,24 @@ def _compiled(conn: Connection, statement: Any, keys: tuple) -> tuple:
             parts = (statement.table.name, m.group(1), m.group(2), m.group(3) or "")
         processors = tuple((name, _kept(proc) if isinstance(getattr(compiled.binds.get(name), "type", None), DateTime)
                             else proc) for name, proc in compiled._bind_processors.items())
-        got = _COMPILED[key] = (statement, compiled, processors, plain, parts, _positional(compiled))
+        got = _COMPILED[key] = (statement, compiled, processors, plain, parts, _positional(compiled),
+                                _writer(conn, compiled, keys, plain, parts, processors))
     return got
+
+
+def _writer(conn: Connection, compiled: Any, keys: tuple, plain: bool | dict, parts: tuple | None,
+            processors: tuple) -> Any:
+    """PostgreSQL, a row usable as is: the functions writing its text with the values as literals
+    (:func:`engine.pgliteral.writer`) -- (the row as held: a multi-row INSERT's ``(...)`` or the
+    whole statement; the whole statement, executed now)."""
+    if conn.dialect.name != "postgresql" or not plain:
+        return None
+    args = (frozenset(keys), plain if type(plain) is dict else {}, dict(processors))
+    try:
+        whole = writer(compiled.string, *args)
+        return (writer(parts[2], *args) if parts is not None else whole), whole
+    except (Unquotable, KeyError, ValueError, TypeError):
+        return None          # (a constant it does not quote, an odd placeholder): the general path
 
 
 def _kept(process: Any) -> Any:
@@ -161,11 +179,18 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     processors, as for held writes, without its per-call execution work -- the record service's
     INSERT, on every create.  Like held rows, no Python-side column defaults are applied."""
     keys = tuple(sorted(row))
-    _, compiled, processors, plain, _, positional = _compiled(conn, statement, keys)
+    _, compiled, processors, plain, _, positional, writers = _compiled(conn, statement, keys)
+    if writers is not None and _literals_ok(conn):
+        # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
+        try:
+            text = writers[1](row).replace("%", "%%")   # (psycopg2 interpolates a text run with parameters)
+        except Unquotable:
+            pass
+        else:
+            return driver_execute(conn, text, {}, rows=True).first()
     params = _processed(row, compiled, processors, plain)
     if positional is not None:
         return driver_execute(conn, compiled.string, positional(params), rows=True).first()
-    # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
     text = interpolated(conn.connection.dbapi_connection, compiled.string, params)
     if text is not None:
         return driver_execute(conn, text, {}, rows=True).first()
@@ -176,24 +201,38 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
     if conn.dialect.name != "postgresql":
         _hold_sqlite(conn, pending, statement, rows)
         return
-    dbapi = conn.connection.dbapi_connection
-    quote = _Quoter(dbapi)
+    quote = _Quoter(conn.connection.dbapi_connection, _literals_ok(conn))
     try:
         for row in rows:
             keys = tuple(sorted(row))
-            _, compiled, processors, plain, parts, _ = _compiled(conn, statement, keys)
-            params = _processed(row, compiled, processors, plain)
+            _, compiled, processors, plain, parts, _, writers = _compiled(conn, statement, keys)
+            text = None
+            if writers is not None and quote.fast:
+                try:
+                    text = writers[0](row)
+                except Unquotable:
+                    pass
+            if text is None:
+                text = quote(compiled.string if parts is None else parts[2],
+                             _processed(row, compiled, processors, plain))
             if parts is None:
-                pending.append((_table_of(statement), quote(compiled.string, params)))
+                pending.append((_table_of(statement), text))
                 continue
             table, head, one_row, tail = parts
             batch = _batch_for(pending, (id(statement), keys), table)
             if batch is None:
                 batch = _Batch((id(statement), keys), table, head, one_row, tail)
                 pending.append((table, batch))
-            batch.rows.append(quote(one_row, params))
+            batch.rows.append(text)
     finally:
         quote.close()
+
+
+def _literals_ok(conn: Connection) -> bool:
+    """Whether :mod:`engine.pgliteral` may quote on this PostgreSQL connection -- asked once per
+    write transaction (``hold``), else of the connection each time."""
+    ok = conn.info.get(_LITERALS)
+    return ok if ok is not None else literals_usable(conn.connection.dbapi_connection)
 
 
 class _Quoter:
@@ -202,9 +241,9 @@ class _Quoter:
 
     __slots__ = ("dbapi", "fast", "cursor")
 
-    def __init__(self, dbapi: Any):
+    def __init__(self, dbapi: Any, fast: bool):
         self.dbapi, self.cursor = dbapi, None
-        self.fast = literals_usable(dbapi)
+        self.fast = fast
 
     def __call__(self, sql: str, params: dict) -> str:
         if self.fast:
@@ -224,7 +263,7 @@ class _Quoter:
 def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
     for row in rows:
         keys = tuple(sorted(row))
-        _, compiled, processors, plain, parts, positional = _compiled(conn, statement, keys)
+        _, compiled, processors, plain, parts, positional, _ = _compiled(conn, statement, keys)
         params = _processed(row, compiled, processors, plain)
         values = positional(params)
         if parts is None:
@@ -358,6 +397,7 @@ def hold(conn: Connection) -> None:
     if conn.dialect.name == "postgresql":
         # ids are never reused there (SQLite may give a deleted row's id to the next one)
         conn.info[_MADE] = set()
+        conn.info[_LITERALS] = literals_usable(conn.connection.dbapi_connection)
 
 
 def release(conn: Connection) -> None:
@@ -366,6 +406,7 @@ def release(conn: Connection) -> None:
     if not conn.invalidated:
         conn.info.pop(_PENDING, None)
         conn.info.pop(_MADE, None)
+        conn.info.pop(_LITERALS, None)
 
 
 __all__ = ["write_later", "execute_row", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]

@@ -25,8 +25,9 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
 from decimal import Decimal
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from .clock import remember
 
@@ -43,44 +44,91 @@ def literals_usable(dbapi_connection: Any) -> bool:
         return False
 
 
+class Unquotable(Exception):
+    """A value :func:`literal` does not write: psycopg2's ``mogrify`` must quote it."""
+
+
+def literal(v: Any) -> str:
+    """``v`` as the SQL literal psycopg2 writes for it; :class:`Unquotable` if it is not one of the
+    plain types quoted here."""
+    t = type(v)
+    if t is str:
+        if "'" in v:
+            if "\x00" in v:
+                raise Unquotable
+            return "'" + v.replace("'", "''") + "'"
+        if "\x00" in v:
+            raise Unquotable
+        return "'" + v + "'"
+    if v is None:
+        return "NULL"
+    if t is int:
+        # psycopg2 puts a space before a negative number, so "x -1" never becomes "x--1"
+        return str(v) if v >= 0 else " " + str(v)
+    if t is dt.datetime:
+        # a request writes the same few instants (its now) into many rows: their text is kept
+        text = _TIMESTAMPS.get(v) if v.tzinfo is None else None
+        if text is None:
+            text = "'" + v.isoformat() + ("'::timestamptz" if v.tzinfo is not None else "'::timestamp")
+            if v.tzinfo is None:
+                remember(_TIMESTAMPS, v, text)
+        return text
+    if t is bool:
+        return "true" if v else "false"
+    if t is dt.date:
+        return "'" + v.isoformat() + "'::date"
+    if t is float:
+        if not math.isfinite(v):
+            raise Unquotable
+        return repr(v) if math.copysign(1.0, v) > 0 else " " + repr(v)     # -0.0 too
+    if t is Decimal:
+        if not v.is_finite():
+            raise Unquotable
+        return " " + str(v) if v.is_signed() else str(v)
+    raise Unquotable
+
+
 def literals(params: Mapping[str, Any]) -> dict[str, str] | None:
     """``params`` as SQL literals for ``statement % literals`` (pyformat placeholders, as psycopg2
     substitutes them), or None if a value is not one of the plain types quoted here."""
-    out = {}
-    for name, v in params.items():
-        t = type(v)
-        if t is str:
-            if "\x00" in v:
-                return None
-            out[name] = "'" + v.replace("'", "''") + "'" if "'" in v else "'" + v + "'"
-        elif v is None:
-            out[name] = "NULL"
-        elif t is int:
-            # psycopg2 puts a space before a negative number, so "x -1" never becomes "x--1"
-            out[name] = str(v) if v >= 0 else " " + str(v)
-        elif t is dt.datetime:
-            # a request writes the same few instants (its now) into many rows: their text is kept
-            text = _TIMESTAMPS.get(v) if v.tzinfo is None else None
-            if text is None:
-                text = "'" + v.isoformat() + ("'::timestamptz" if v.tzinfo is not None else "'::timestamp")
-                if v.tzinfo is None:
-                    remember(_TIMESTAMPS, v, text)
-            out[name] = text
-        elif t is bool:
-            out[name] = "true" if v else "false"
-        elif t is dt.date:
-            out[name] = "'" + v.isoformat() + "'::date"
-        elif t is float:
-            if not math.isfinite(v):
-                return None
-            out[name] = repr(v) if math.copysign(1.0, v) > 0 else " " + repr(v)     # -0.0 too
-        elif t is Decimal:
-            if not v.is_finite():
-                return None
-            out[name] = " " + str(v) if v.is_signed() else str(v)
+    try:
+        return {name: literal(v) for name, v in params.items()}
+    except Unquotable:
+        return None
+
+
+_PLACEHOLDER = re.compile(r"%\(([^()]+)\)s")
+
+
+def writer(sql: str, row_keys: Any, constants: Mapping[str, Any], processors: Mapping[str, Any]) -> Callable[[Mapping], str]:
+    """A function of one row giving ``sql % literals(values)`` -- generated once per statement and
+    set of columns, so a held row is written by one call instead of a dict of processed values, a
+    dict of literals and a ``%`` substitution.  ``sql`` has psycopg2's ``%(name)s`` placeholders;
+    each name is a key of the row (``row_keys``; converted by ``processors[name]`` first, as
+    SQLAlchemy's bind processors do) or a constant of the statement (quoted once, here).  The
+    function raises :class:`Unquotable` where :func:`literals` would give None."""
+    pieces = _PLACEHOLDER.split(sql)
+    names: dict[str, Any] = {"_L": literal}
+    parts = []
+    for i, piece in enumerate(pieces):
+        if i % 2 == 0:                       # text between placeholders, as ``%`` leaves it
+            names[f"_s{i}"] = piece.replace("%%", "%")
+            parts.append(f"_s{i}")
+        elif piece in row_keys:
+            value = f"row[{piece!r}]"
+            if processors.get(piece) is not None:
+                names[f"_p{i}"] = processors[piece]
+                value = f"_p{i}({value})"
+            parts.append(f"_L({value})")
         else:
-            return None
-    return out
+            value = constants[piece]
+            if processors.get(piece) is not None:
+                value = processors[piece](value)
+            names[f"_c{i}"] = literal(value)
+            parts.append(f"_c{i}")
+    source = f"def write(row):\n    return ''.join(({', '.join(parts)},))\n"
+    exec(compile(source, "<pgliteral.writer>", "exec"), names)    # noqa: S102 - our own statement text
+    return names["write"]
 
 
 def interpolated(dbapi_connection: Any, sql: str, params: Mapping[str, Any]) -> str | None:
@@ -93,4 +141,4 @@ def interpolated(dbapi_connection: Any, sql: str, params: Mapping[str, Any]) -> 
     return None if quoted is None else (sql % quoted).replace("%", "%%")
 
 
-__all__ = ["interpolated", "literals", "literals_usable"]
+__all__ = ["Unquotable", "interpolated", "literal", "literals", "literals_usable", "writer"]

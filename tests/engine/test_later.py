@@ -210,9 +210,14 @@ def test_outside_a_write_transaction_writes_at_once(db):
     assert [r["tag"] for r in rows(db)] == ["direct"]
 
 
+class _Text(str):
+    """Text of a str subclass: quoted by psycopg2 itself (engine.pgliteral leaves subclasses alone)."""
+
+
 def test_a_dropped_connection_is_reported_as_a_database_error(db):
-    """Held writes are quoted on the live connection: if it is gone, the caller gets SQLAlchemy's
-    OperationalError/InterfaceError (answered with 503), never the driver's raw exception."""
+    """A value only psycopg2 quotes is quoted on the live connection: if it is gone, the caller gets
+    SQLAlchemy's OperationalError/InterfaceError (answered with 503), never the driver's raw
+    exception.  Plain values are quoted without it; the block then fails when it sends them."""
     from sqlalchemy.exc import DBAPIError
     if not db.url.startswith("postgresql"):
         pytest.skip("SQLite gets the values as parameters: nothing is quoted on the connection")
@@ -221,11 +226,15 @@ def test_a_dropped_connection_is_reported_as_a_database_error(db):
         with db.write() as conn:
             conn.connection.dbapi_connection.close()
             try:
-                write_later(conn, INSERT, {"tag": "x", "body": "x", "data": None, "at": None})
+                write_later(conn, INSERT, {"tag": "x", "body": _Text("x"), "data": None, "at": None})
             except Exception as exc:          # what write_later itself raises, before the rollback
                 raised.append(exc)
                 raise
     assert raised and isinstance(raised[0], DBAPIError), raised
+    with pytest.raises(DBAPIError):
+        with db.write() as conn:
+            conn.connection.dbapi_connection.close()
+            write_later(conn, INSERT, {"tag": "y", "body": "y", "data": None, "at": None})
     assert rows(db) == []
 
 
