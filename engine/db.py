@@ -23,7 +23,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import later
 from .driver import driver_execute
-from .pgliteral import interpolated
+from .pgliteral import Unquotable, writer
 
 DEFAULT_URL = "sqlite:///loom.db"
 
@@ -168,6 +168,7 @@ def insert_ignore(table: Any, conflict: tuple[str, ...], dialect: str, returning
 
 
 _DRIVER_TEXT: dict[tuple, tuple] = {}
+_DRIVER_WRITERS: dict[tuple, Any] = {}
 
 
 def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
@@ -189,5 +190,14 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
     merged = {**constants, **params} if constants else params
     if order is not None:
         return driver_execute(conn, text, tuple(merged[name] for name in order), rows=True)
-    final = interpolated(conn.connection.dbapi_connection, text, merged)      # (PostgreSQL: plain values)
-    return driver_execute(conn, text if final is None else final, merged if final is None else {}, rows=True)
+    if type(merged) is dict and later.literals_ok(conn):
+        # PostgreSQL: plain values written in as literals, by a writer made once per statement
+        wkey = (key, tuple(merged))
+        write = _DRIVER_WRITERS.get(wkey)
+        if write is None:
+            write = _DRIVER_WRITERS[wkey] = writer(text, frozenset(merged), {}, {})
+        try:
+            return driver_execute(conn, write(merged).replace("%", "%%"), {}, rows=True)
+        except Unquotable:
+            pass
+    return driver_execute(conn, text, merged, rows=True)

@@ -180,7 +180,7 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     INSERT, on every create.  Like held rows, no Python-side column defaults are applied."""
     keys = tuple(sorted(row))
     _, compiled, processors, plain, _, positional, writers = _compiled(conn, statement, keys)
-    if writers is not None and _literals_ok(conn):
+    if writers is not None and literals_ok(conn):
         # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
         try:
             text = writers[1](row).replace("%", "%%")   # (psycopg2 interpolates a text run with parameters)
@@ -201,7 +201,7 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
     if conn.dialect.name != "postgresql":
         _hold_sqlite(conn, pending, statement, rows)
         return
-    quote = _Quoter(conn.connection.dbapi_connection, _literals_ok(conn))
+    quote = _Quoter(conn.connection.dbapi_connection, literals_ok(conn))
     try:
         for row in rows:
             keys = tuple(sorted(row))
@@ -228,7 +228,7 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
         quote.close()
 
 
-def _literals_ok(conn: Connection) -> bool:
+def literals_ok(conn: Connection) -> bool:
     """Whether :mod:`engine.pgliteral` may quote on this PostgreSQL connection -- asked once per
     write transaction (``hold``), else of the connection each time."""
     ok = conn.info.get(_LITERALS)
@@ -409,4 +409,4 @@ def release(conn: Connection) -> None:
         conn.info.pop(_LITERALS, None)
 
 
-__all__ = ["write_later", "execute_row", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]
+__all__ = ["write_later", "execute_row", "literals_ok", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]

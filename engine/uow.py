@@ -34,8 +34,14 @@ class UnitOfWork:
         return self.runtime.services[name]
 
     def as_system(self) -> "UnitOfWork":
-        """Same transaction, acting as the system (rules, timers)."""
-        return replace(self, user=SYSTEM_USER)
+        """Same transaction, acting as the system (rules, timers) -- made once per unit of work: each
+        rule run of a user's request asks for it."""
+        if self.user.is_system:
+            return self
+        got = self.__dict__.get("_system")
+        if got is None or got.now is not self.now or got.conn is not self.conn or got.depth != self.depth:
+            got = self.__dict__["_system"] = replace(self, user=SYSTEM_USER)
+        return got
 
     def deeper(self) -> "UnitOfWork":
         return replace(self, depth=self.depth + 1)

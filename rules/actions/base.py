@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
 from sqlalchemy import bindparam, select
@@ -509,54 +510,19 @@ class RunContext:
             raise ActionError(f"{getattr(exc, 'message', exc)}") from exc
 
     def eval_ctx(self) -> Any:
+        """The expressions' context: one per unit of work and set of changed fields, shared by the
+        runs of an event's rules (``changed()`` and ``exists()`` read nothing else)."""
         if self._ectx is None:
-            changed = self.changed
-
-            def was_changed(field: str) -> bool:
-                return field in changed
-
-            self._ectx = self.uow.eval_context(changed=was_changed, exists=self._exists)
+            uow = self.uow
+            shared = uow.__dict__.get("_rule_contexts")
+            if shared is None or shared[0] is not uow.now or shared[1] is not uow.app:
+                shared = uow.__dict__["_rule_contexts"] = (uow.now, uow.app, {})
+            got = shared[2].get(self.changed)
+            if got is None:
+                got = shared[2][self.changed] = uow.eval_context(changed=self.changed.__contains__,
+                                                                 exists=partial(_exists, uow, self.records))
+            self._ectx = got
         return self._ectx
-
-    def _exists(self, form: str, conds: Mapping[str, Any]) -> bool:
-        """``exists('service_order', vehicle=id, opened_at__gte=add_days(today(), -7))``.
-
-        Criteria are equalities; a ``__gt``/``__gte``/``__lt``/``__lte``/``__ne`` suffix compares instead.
-        """
-        records = self.records
-        try:
-            fd = records.form(self.uow.app, form)
-        except LoomError:
-            raise ExpressionError(f"exists(): unknown form '{form}'") from None
-        table = records.table(self.uow.app, form)
-        q = select(table.c.id)
-        for key, value in (conds or {}).items():
-            field, _, op = str(key).partition("__")
-            value = plain(value)
-            f = fd.fields.get(field)
-            if field not in table.c:
-                raise ExpressionError(f"exists(): form '{form}' has no field '{field}'")
-            if op not in ("", "eq", "ne", "gt", "gte", "lt", "lte"):
-                raise ExpressionError(f"exists(): unknown comparison '__{op}'; use __gt, __gte, __lt, __lte or __ne")
-            if f is not None and f.pii:
-                if op not in ("", "eq"):
-                    raise ExpressionError(f"exists(): '{field}' is personal data: only equality is possible")
-                q = q.where(table.c[f"{field}__bi"] == self.uow.runtime.keyring.blind_index(str(value)))
-                continue
-            col = table.c[field]
-            if value is None:
-                q = q.where(col.is_(None) if op in ("", "eq") else col.is_not(None))
-                continue
-            if isinstance(value, dt.datetime) or (f is not None and f.type == "datetime" and isinstance(value, dt.date)):
-                from engine.clock import to_db
-                if not isinstance(value, dt.datetime):
-                    value = dt.datetime.combine(value, dt.time(0), tzinfo=self.uow.app.tz)
-                v = to_db(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
-            else:
-                v = f.ftype.to_db(value, f.spec) if f is not None else value
-            q = q.where({"": col == v, "eq": col == v, "ne": col != v, "gt": col > v, "gte": col >= v,
-                         "lt": col < v, "lte": col <= v}[op])
-        return self.uow.conn.execute(q.limit(1)).first() is not None
 
     def truthy(self, expr: Any, env: Mapping | None = None) -> bool:
         return bool(self.evaluate(expr, env))
@@ -635,6 +601,46 @@ class RunContext:
             if fresh is not None:
                 self.record = fresh
                 self.invalidate()
+
+
+def _exists(uow: Any, records: Any, form: str, conds: Mapping[str, Any]) -> bool:
+    """``exists('service_order', vehicle=id, opened_at__gte=add_days(today(), -7))``.
+
+    Criteria are equalities; a ``__gt``/``__gte``/``__lt``/``__lte``/``__ne`` suffix compares instead.
+    """
+    try:
+        fd = records.form(uow.app, form)
+    except LoomError:
+        raise ExpressionError(f"exists(): unknown form '{form}'") from None
+    table = records.table(uow.app, form)
+    q = select(table.c.id)
+    for key, value in (conds or {}).items():
+        field, _, op = str(key).partition("__")
+        value = plain(value)
+        f = fd.fields.get(field)
+        if field not in table.c:
+            raise ExpressionError(f"exists(): form '{form}' has no field '{field}'")
+        if op not in ("", "eq", "ne", "gt", "gte", "lt", "lte"):
+            raise ExpressionError(f"exists(): unknown comparison '__{op}'; use __gt, __gte, __lt, __lte or __ne")
+        if f is not None and f.pii:
+            if op not in ("", "eq"):
+                raise ExpressionError(f"exists(): '{field}' is personal data: only equality is possible")
+            q = q.where(table.c[f"{field}__bi"] == uow.runtime.keyring.blind_index(str(value)))
+            continue
+        col = table.c[field]
+        if value is None:
+            q = q.where(col.is_(None) if op in ("", "eq") else col.is_not(None))
+            continue
+        if isinstance(value, dt.datetime) or (f is not None and f.type == "datetime" and isinstance(value, dt.date)):
+            from engine.clock import to_db
+            if not isinstance(value, dt.datetime):
+                value = dt.datetime.combine(value, dt.time(0), tzinfo=uow.app.tz)
+            v = to_db(value if value.tzinfo else value.replace(tzinfo=dt.timezone.utc))
+        else:
+            v = f.ftype.to_db(value, f.spec) if f is not None else value
+        q = q.where({"": col == v, "eq": col == v, "ne": col != v, "gt": col > v, "gte": col >= v,
+                     "lt": col < v, "lte": col <= v}[op])
+    return uow.conn.execute(q.limit(1)).first() is not None
 
 
 _REBUILD = object()
