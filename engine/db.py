@@ -197,7 +197,7 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
         if write is None:
             write = _DRIVER_WRITERS[wkey] = writer(text, frozenset(merged), {}, {})
         try:
-            return driver_execute(conn, write(merged).replace("%", "%%"), {}, rows=True)
+            return driver_execute(conn, write(merged), None, rows=True)        # final text: no interpolation
         except Unquotable:
             pass
     return driver_execute(conn, text, merged, rows=True)

@@ -42,14 +42,12 @@ def driver_execute(conn: Connection, sql: str, params: Any, *, rows: bool = Fals
     """Run ``sql`` with ``params`` on ``conn``'s DBAPI cursor.  ``rows``: fetch the result rows (as
     the driver's tuples).  Returns an object with ``first()``, ``all()`` and ``rowcount``.
 
-    ``params=None`` (PostgreSQL): ``sql`` is final text, sent without interpolation -- only for
-    :func:`engine.later.flush`, which has just taken every held write (a held write riding along
-    is escaped for interpolation)."""
+    ``params=None`` (PostgreSQL): ``sql`` is final text, sent without interpolation (held writes
+    riding along are then not escaped for it) -- values already written in as literals
+    (:mod:`engine.pgliteral`), or :func:`engine.later.flush`'s held writes."""
     if not conn.in_transaction():
         result = conn.exec_driver_sql(sql, params, execution_options={"no_parameters": True} if params is None else None)
         return _Rows(result.all() if rows else [], result.rowcount)
-    if params is None and conn.info.get("loom_later"):      # (engine.later._PENDING: writes held)
-        raise ValueError("driver_execute(params=None) while writes are held: they would be escaped for interpolation")
     if conn._has_events or conn.engine._has_events:
         # the listeners take (conn, clauseelement, multiparams, params, execution_options)
         conn.dispatch.before_execute(conn, sql, (), params, {})

@@ -183,11 +183,11 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     if writers is not None and literals_ok(conn):
         # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
         try:
-            text = writers[1](row).replace("%", "%%")   # (psycopg2 interpolates a text run with parameters)
+            text = writers[1](row)
         except Unquotable:
             pass
         else:
-            return driver_execute(conn, text, {}, rows=True).first()
+            return driver_execute(conn, text, None, rows=True).first()     # final text: no interpolation
     params = _processed(row, compiled, processors, plain)
     if positional is not None:
         return driver_execute(conn, compiled.string, positional(params), rows=True).first()
@@ -363,7 +363,7 @@ def _ride_along(conn: Connection, cursor: Any, statement: str, parameters: Any, 
     if executemany:
         cursor.execute(text)                      # first, on their own
         return statement, parameters
-    if context is not None and context.no_parameters:
+    if parameters is None or (context is not None and context.no_parameters):     # final text: as it is
         return f"{text};\n{statement}", parameters
     # the statement's own parameters are interpolated by psycopg2 after this: escape our '%'
     return f"{text.replace('%', '%%')};\n{statement}", parameters
