@@ -361,7 +361,12 @@ class Lookup:
                 else:
                     q = q.where(table.c[field] == bindparam(f"{self._prefix}{i}"))
                     converters.append((lambda v, rc, f=f: f.ftype.to_db(v, f.spec)) if f is not None else (lambda v, rc: v))
-            got = self._query = (app.digest, q.order_by(table.c.id).limit(1), tuple(converters))
+            # one condition on a field unique across the form: at most one row, nothing to order
+            # (the server plans the bare subquery of the record's INSERT in less time)
+            only = fd.fields.get(self.conds[0][0]) if len(self.conds) == 1 else None
+            if only is None or only.unique is not True:
+                q = q.order_by(table.c.id).limit(1)
+            got = self._query = (app.digest, q, tuple(converters))
         return got
 
     def _params(self, rc: "RunContext", env: Mapping, converters: tuple) -> dict | None:

@@ -369,6 +369,28 @@ def test_a_lookup_before_the_insert_is_a_subquery_of_the_insert(rt, package_dir)
     assert logged[nobody["id"]][0]["set"]["note"] == "routed"
 
 
+def test_a_lookup_by_a_unique_field_is_a_bare_subquery(rt, package_dir):
+    """A look-up on one field unique across the form finds at most one record: its subquery has no
+    ORDER BY/LIMIT for the server to plan (a look-up on any other field takes the first by id)."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: dealer_by_code
+        on: {created: lead}
+        when: "region != None"
+        actions:
+          - set: {dealer: {lookup: dealer, where: {code: "upper(region)"}}}
+    """)
+    s = Session(rt)
+    s.create("dealer", {"code": "NORTH", "region": "east"})
+    east = s.create("dealer", {"code": "EAST", "region": "east"})
+    sent = _Statements(rt)
+    lead = s.create("lead", {"name": "x", "region": "east"})
+    assert lead["dealer"] == east["id"]
+    insert = [t for t in sent.texts if "FROM shop__dealer" in t]
+    assert len(insert) == 1 and "LIMIT" not in insert[0] and "ORDER BY" not in insert[0], insert
+    assert s.create("lead", {"name": "y", "region": "south"})["dealer"] is None     # no SOUTH dealer
+
+
 def test_a_lookup_a_later_rule_reads_before_the_insert_runs_at_once(rt, package_dir):
     setup_app(rt, package_dir, """
     rules:
