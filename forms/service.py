@@ -158,11 +158,12 @@ class Records:
 
     # -- expression environment -----------------------------------------
     def env(self, uow: UnitOfWork, form: FormDef, rec: Mapping[str, Any], old: Mapping[str, Any] | None = None,
-            pending: "_PendingLookups | None" = None) -> dict:
+            pending: "_PendingLookups | None" = None, links: bool = True) -> dict:
         """The names a form's expressions see for ``rec``.  ``pending``: link fields of a record about
-        to be inserted whose look-up is left to the INSERT -- reading one runs it now."""
+        to be inserted whose look-up is left to the INSERT -- reading one runs it now.  ``links=False``:
+        link ids are left as they are, for a caller that shows them its own way (the rules)."""
         data = dict(rec)
-        for name, target in self.link_fields(uow.app, form):
+        for name, target in self.link_fields(uow.app, form) if links else ():
             if isinstance(rec.get(name), int):
                 data[name] = self.linked(uow, target, rec[name])
         data["record"] = rec

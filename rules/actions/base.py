@@ -712,7 +712,7 @@ def build_env(rc: RunContext, record: Mapping[str, Any], form: str | None) -> di
     uow = rc.uow
     if form is not None:
         fd = rc.records.form(uow.app, form)
-        env = rc.records.env(uow, fd, record, rc.old)
+        env = rc.records.env(uow, fd, record, rc.old, links=False)     # link_env shows the links
         link_env(rc, fd, env, record)
     else:
         fd = None
