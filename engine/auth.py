@@ -64,11 +64,16 @@ class User:
         return bool(self.roles.intersection(roles))
 
     def env(self) -> dict:
-        """Plain data for expressions: ``current_user.name``, ``.roles``, attributes."""
-        data = {k: v for k, v in self.attrs.items()}
-        data.update(name=self.username, username=self.username, roles=sorted(self.roles),
-                    display_name=self.display_name or self.username)
-        return data
+        """Plain data for expressions: ``current_user.name``, ``.roles``, attributes -- a new dict
+        each time (callers add names to it), copied from one worked out once per user object (a
+        rule run asks for it several times)."""
+        made = self.__dict__.get("_env")
+        if made is None:
+            made = {k: v for k, v in self.attrs.items()}
+            made.update(name=self.username, username=self.username, roles=sorted(self.roles),
+                        display_name=self.display_name or self.username)
+            self.__dict__["_env"] = made          # (frozen: set past the dataclass's guard)
+        return dict(made)
 
     @property
     def is_system(self) -> bool:
