@@ -104,6 +104,20 @@ def audit_response(uow: UnitOfWork, fd: FormDef, record_id: int) -> None:
     read._audit({})
 
 
+def audit_created(uow: UnitOfWork, fd: FormDef, rec: dict, given: Collection[str]) -> None:
+    """A create answers with the stored record.  Personal data in it that the caller did not send --
+    a lookup's (a linked record's field), or a value a default or a rule filled in -- is shown like
+    a read shows it: audited in the create's own transaction.  The caller's own input is not (they
+    sent it)."""
+    svc = uow.service("records")
+    g = grant(fd, uow.user, "read")
+    fields = [n for n in pii_shown(svc, uow, fd, g) if n not in given and rec.get(n) not in (None, "")]
+    if fields:
+        read = AuditedRead(uow, fd, g, fields)
+        read.served([rec["id"]])
+        read._audit({})
+
+
 TITLES = "loom_pii_titles"      # conn.info, during an audited read: {form: ids} whose PII titles it showed
 
 

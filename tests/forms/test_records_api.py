@@ -157,3 +157,24 @@ def test_an_update_whose_answer_shows_personal_data_is_audited_with_it(api):
                             .where(P.audit.c.action == "pii.read").order_by(P.audit.c.id)).all()
     assert [(r.actor, r.record_id) for r in rows] == [("boss", rec["id"])]
     assert "phone" in rows[0].details["fields"] and rows[0].details["ids"] == [rec["id"]]
+
+
+def test_a_create_whose_answer_shows_a_linked_records_personal_data_audits_it(api):
+    """POST answers with the stored record.  A lookup showing the linked customer's phone is personal
+    data the caller did not send: for a caller with view_pii it is audited in the create's own
+    transaction (masked callers write none); the caller's own input is not audited."""
+    from sqlalchemy import select
+    from engine import platform as P
+    h = setup_app(api)
+    cust = api.http.post("/api/apps/mini/customer", json={"name": "客户", "phone": "13500000001", "region": "east"},
+                         headers=h["manager"]).json()
+    masked = api.http.post("/api/apps/mini/ticket", json={"subject": "aaa", "severity": "low", "customer": cust["id"]}, headers=h["east"])
+    assert masked.status_code == 201 and masked.json()["customer_phone"] == "135****0001", masked.text
+    shown = api.http.post("/api/apps/mini/ticket", json={"subject": "bbb", "severity": "low", "customer": cust["id"]}, headers=h["manager"])
+    assert shown.status_code == 201 and shown.json()["customer_phone"] == "13500000001", shown.text
+    with api.rt.db.read() as conn:
+        rows = conn.execute(select(P.audit.c.actor, P.audit.c.form, P.audit.c.record_id, P.audit.c.details)
+                            .where(P.audit.c.action == "pii.read").order_by(P.audit.c.id)).all()
+    # the customer's own create (its phone was the caller's input) wrote none; the agent's was masked
+    assert [(r.actor, r.form, r.record_id) for r in rows] == [("boss", "ticket", shown.json()["id"])]
+    assert rows[0].details["fields"] == ["customer_phone"]

@@ -10,7 +10,7 @@ from engine.auth import User
 from engine.errors import RecordInvalid
 from forms.comments import record_timeline
 
-from ..audited import audit_response, audited_read
+from ..audited import audit_created, audit_response, audited_read
 from ..deps import api_token, current_user, language, runtime, signed_in_unit_of_work, unit_of_work
 
 router = APIRouter(prefix="/api/apps", tags=["records"])
@@ -43,7 +43,9 @@ def create_record(app: str, form: str, request: Request, data: dict[str, Any] = 
     with signed_in_unit_of_work(request, app, token, write=True) as uow:
         svc = _records(rt)
         rec = svc.create(uow, form, data)
-        out = svc.to_json(uow, svc.form(uow.app, form), rec)
+        fd = svc.form(uow.app, form)
+        audit_created(uow, fd, rec, given=data)
+        out = svc.to_json(uow, fd, rec)
         dups = svc.duplicates(uow, form, data, exclude_id=rec["id"])
     if dups:
         out["_warnings"] = dups
