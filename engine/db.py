@@ -191,8 +191,8 @@ def run_driver(conn: Connection, statement: Any, params: dict) -> Any:
     if order is not None:
         return driver_execute(conn, text, tuple(merged[name] for name in order), rows=True)
     if type(merged) is dict and later.literals_ok(conn):
-        # PostgreSQL: plain values written in as literals, by a writer made once per statement
-        wkey = (key, tuple(merged))
+        # PostgreSQL: plain values written in as literals, by a writer made once per statement text
+        wkey = (text, tuple(merged))
         write = _DRIVER_WRITERS.get(wkey)
         if write is None:
             write = _DRIVER_WRITERS[wkey] = writer(text, frozenset(merged), {}, {})
