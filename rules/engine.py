@@ -179,9 +179,12 @@ class RuleEngine:
         they did when those values came with an UPDATE after the INSERT (old: the values before)."""
         changed = frozenset(pre.before)
         rules = [r for r in rs.for_event("record.updated", event.form)
-                 if r.trigger.kind == "updated" or set(r.trigger.fields) & changed]
+                 if r.trigger.kind == "updated" or not changed.isdisjoint(r.trigger.fields)]
+        if not rules:
+            return
+        old = dict(event.record, **pre.before)
+        rules = _may_fire(rules, last, event, old, changed)
         if rules:
-            old = dict(event.record, **pre.before)
             digest = hashlib.sha1(repr(sorted((k, str(event.record.get(k))) for k in changed)).encode()).hexdigest()[:12]
             self._run_all(uow, rules, event.form, event.record, "updated", old=old,
                           occurrence=f"updated:{uow.now.isoformat()}:{digest}", changed=changed, carry=last)
@@ -436,6 +439,34 @@ def _share(rc: RunContext, carry: RunContext | None) -> None:
         rc.pending, rc.pending_system, rc.verified = carry.pending, carry.pending_system, carry.verified
         rc._users, rc._links = carry._users, carry._links
         rc.adopt_env(carry)
+
+
+def _may_fire(rules: Any, last: RunContext | None, event: Event, old: dict, changed: frozenset) -> list:
+    """Of the changed-rules after a pre-save phase, those that may fire: a rule whose condition is
+    false on the names the last created rule's run shows -- what their run would take over (see
+    ``RunContext.adopt_env``), with this ``old`` and no ``event`` -- is left out before a run
+    context, an occurrence key and a log are made for it (the CRM's claim rule, on every lead).
+    Any doubt -- no such names, a condition that fails -- leaves the rule to its run."""
+    env = last._env if last is not None else None
+    if (env is None or last.form != event.form or last.parent is not None or last.payload is not None
+            or last.created is not None or env.get("record") != event.record):
+        return list(rules)
+    shown = {k: env[k] for k in ("event", "old") if k in env}
+    env["event"], env["old"] = {}, old          # (expressions never change what they read)
+    ctx = RunContext.shared_eval_ctx(last.uow, changed, last.records)
+    try:
+        kept = []
+        for rule in rules:
+            try:
+                if rule.when is None or rule.when.evaluate(env, ctx):
+                    kept.append(rule)
+            except ExpressionError:
+                kept.append(rule)          # its run logs the error
+        return kept
+    finally:
+        env.pop("event", None)
+        env.pop("old", None)
+        env.update(shown)
 
 
 def _condition(rule: RuleDef, rc: RunContext) -> tuple[bool | None, dict]:

@@ -518,16 +518,19 @@ class RunContext:
         """The expressions' context: one per unit of work and set of changed fields, shared by the
         runs of an event's rules (``changed()`` and ``exists()`` read nothing else)."""
         if self._ectx is None:
-            uow = self.uow
-            shared = uow.__dict__.get("_rule_contexts")
-            if shared is None or shared[0] is not uow.now or shared[1] is not uow.app:
-                shared = uow.__dict__["_rule_contexts"] = (uow.now, uow.app, {})
-            got = shared[2].get(self.changed)
-            if got is None:
-                got = shared[2][self.changed] = uow.eval_context(changed=self.changed.__contains__,
-                                                                 exists=partial(_exists, uow, self.records))
-            self._ectx = got
+            self._ectx = RunContext.shared_eval_ctx(self.uow, self.changed, self.records)
         return self._ectx
+
+    @staticmethod
+    def shared_eval_ctx(uow: Any, changed: frozenset, records: Any) -> Any:
+        """The context of :meth:`eval_ctx`, kept on ``uow`` per set of changed fields."""
+        shared = uow.__dict__.get("_rule_contexts")
+        if shared is None or shared[0] is not uow.now or shared[1] is not uow.app:
+            shared = uow.__dict__["_rule_contexts"] = (uow.now, uow.app, {})
+        got = shared[2].get(changed)
+        if got is None:
+            got = shared[2][changed] = uow.eval_context(changed=changed.__contains__, exists=partial(_exists, uow, records))
+        return got
 
     def truthy(self, expr: Any, env: Mapping | None = None) -> bool:
         return bool(self.evaluate(expr, env))

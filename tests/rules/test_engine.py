@@ -330,6 +330,39 @@ def test_created_rules_that_fill_in_fields_run_before_the_insert(rt, package_dir
         ("hot", lead["id"]), ("needs_id", lead["id"]), ("level_watch", lead["id"])]
 
 
+def test_changed_rules_after_the_pre_save_phase_fire_as_their_conditions_say(rt, package_dir):
+    """The changed-rules a pre-save phase triggers are checked before any run is made for them: the
+    one whose condition holds fires (with ``old``, ``changed()`` and ``event`` as usual), the false
+    ones leave no trace, and a condition that fails is logged as an error."""
+    setup_app(rt, package_dir, """
+    rules:
+      - name: hot
+        on: {created: lead}
+        when: "source == 'referral'"
+        actions: [{set: {level: "'H'"}}]
+      - name: after_insert             # reads the id: runs after the INSERT, on the stored record
+        on: {created: lead}
+        when: "id != None and name == 'nobody'"
+        actions: [{set: {note: "'nobody'"}}]
+      - name: level_up
+        on: {changed: lead, fields: [level]}
+        when: "changed('level') and old.level == None and level == 'H' and event.transition == None"
+        actions: [{set: {note: "'up'"}}]
+      - name: never
+        on: {changed: lead, fields: [level]}
+        when: "old.source != source"
+        actions: [{set: {note: "'never'"}}]
+      - name: broken
+        on: {changed: lead, fields: [level]}
+        when: "level + 1 > 1"
+        actions: [{set: {note: "'broken'"}}]
+    """)
+    lead = Session(rt).create("lead", {"name": "x", "source": "referral"})
+    assert lead["level"] == "H" and lead["note"] == "up"
+    outcomes = {r["rule"]: r["outcome"] for r in rule_log(rt)}
+    assert outcomes == {"hot": "fired", "level_up": "fired", "broken": "error"}, outcomes
+
+
 class _Statements:
     def __init__(self, rt):
         from sqlalchemy import event
