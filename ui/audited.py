@@ -97,11 +97,8 @@ def audit_response(uow: UnitOfWork, fd: FormDef, record_id: int) -> None:
     """A write whose answer is the stored record (an update, a workflow transition) shows its
     personal data like a read does: audited in the write's own transaction -- which is open, so the
     row goes in with the change or not at all."""
-    svc = uow.service("records")
     g = grant(fd, uow.user, "read")
-    read = AuditedRead(uow, fd, g, pii_shown(svc, uow, fd, g))
-    read.served([record_id])
-    read._audit({})
+    _audit_answer(uow, fd, g, pii_shown(uow.service("records"), uow, fd, g), record_id)
 
 
 def audit_created(uow: UnitOfWork, fd: FormDef, rec: dict, given: Collection[str]) -> None:
@@ -109,12 +106,15 @@ def audit_created(uow: UnitOfWork, fd: FormDef, rec: dict, given: Collection[str
     a lookup's (a linked record's field), or a value a default or a rule filled in -- is shown like
     a read shows it: audited in the create's own transaction.  The caller's own input is not (they
     sent it)."""
-    svc = uow.service("records")
     g = grant(fd, uow.user, "read")
-    fields = [n for n in pii_shown(svc, uow, fd, g) if n not in given and rec.get(n) not in (None, "")]
+    fields = [n for n in pii_shown(uow.service("records"), uow, fd, g) if n not in given and rec.get(n) not in (None, "")]
+    _audit_answer(uow, fd, g, fields, rec["id"])
+
+
+def _audit_answer(uow: UnitOfWork, fd: FormDef, g: Grant, fields: list[str], record_id: int) -> None:
     if fields:
         read = AuditedRead(uow, fd, g, fields)
-        read.served([rec["id"]])
+        read.served([record_id])
         read._audit({})
 
 
