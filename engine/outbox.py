@@ -309,8 +309,11 @@ def deliver_due(runtime: Any, now: dt.datetime, batch: int = 500) -> dict:
     return {"messages": sent, "message_failures": failed}
 
 
-def retry(conn: Connection, message_id: int) -> bool:
-    """Admin: put a failed message back in the queue."""
+def retry(conn: Connection, message_id: int, apps: list[str] | None = None) -> bool:
+    """Admin: put a failed message back in the queue -- only one of ``apps``, when given (the apps
+    the admin manages)."""
     o = P.outbox
-    return conn.execute(update(o).where(o.c.id == message_id, o.c.status == "failed")
-                        .values(status="queued", attempts=0, next_attempt_at=None)).rowcount > 0
+    q = update(o).where(o.c.id == message_id, o.c.status == "failed")
+    if apps is not None:
+        q = q.where(o.c.app.in_(apps))
+    return conn.execute(q.values(status="queued", attempts=0, next_attempt_at=None)).rowcount > 0

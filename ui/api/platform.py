@@ -14,6 +14,7 @@ from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
 from ..deps import current_user, language, oauth2, runtime, unit_of_work
+from ..outbox_view import read_messages
 
 router = APIRouter(prefix="/api", tags=["platform"])
 MAX_UPLOAD = 50 * 1024 * 1024
@@ -127,6 +128,9 @@ def export_app(app: str, request: Request, user: User = Depends(current_user)):
 @router.get("/outbox", tags=["platform"], summary="Admin: messages queued or sent")
 def list_outbox(request: Request, template: str | None = None, recipient: str | None = None, status: str | None = None,
                 limit: int = 100, offset: int = 0, user: User = Depends(current_user)):
+    """The messages of the apps the caller manages, newest first.  A customer's address and text are
+    masked (``"hidden": true``) in an app where the caller lacks ``view_pii``, and audited where they
+    are shown (``ui.outbox_view``)."""
     rt = runtime(request)
     _require_permission(rt, user, "manage_app")
     o = P.outbox
@@ -137,10 +141,10 @@ def list_outbox(request: Request, template: str | None = None, recipient: str | 
         q = q.where(o.c.recipient == recipient)
     if status:
         q = q.where(o.c.status == status)
-    with rt.db.read() as conn:
-        rows = conn.execute(q.limit(max(1, min(limit, 500))).offset(min(max(0, offset), 2**62))).mappings().all()
+    rows, _ = read_messages(rt, user, q.limit(max(1, min(limit, 500))).offset(min(max(0, offset), 2**62)), via="api")
     return {"items": [{"id": r["id"], "app": r["app"], "template": r["template"], "channel": r["channel"],
                        "recipient": r["recipient"], "rendered": r["rendered"], "subject": r["subject"],
+                       "hidden": r.get("hidden", False),
                        "kind": r["kind"], "status": r["status"], "due_at": _iso(r["due_at"]),
                        "sent_at": _iso(r["sent_at"]), "attempts": r["attempts"], "last_error": r["last_error"],
                        "form": r["form"], "record_id": r["record_id"]} for r in rows]}

@@ -27,6 +27,7 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
+from ..outbox_view import read_messages, scope as outbox_scope
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
 from .shell import has_permission
@@ -305,6 +306,8 @@ async def set_active(username: str, request: Request):
 
 @router.get("/admin/outbox")
 def outbox_page(request: Request):
+    """The messages of the apps the user manages; a customer's address and text masked where they
+    lack ``view_pii``, audited where shown (``ui.outbox_view``)."""
     user = _need(request, "manage_app")
     rt = runtime(request)
     o = P.outbox
@@ -315,13 +318,18 @@ def outbox_page(request: Request):
     if status:
         q, cq = q.where(o.c.status == status), cq.where(o.c.status == status)
     tz = _tz(rt)
-    with rt.db.read() as conn:
-        total = conn.execute(cq).scalar() or 0
-        rows = conn.execute(q.order_by(o.c.id.desc()).limit(PAGE).offset((page - 1) * PAGE)).mappings().all()
-        counts = {r[0]: r[1] for r in conn.execute(select(o.c.status, func.count()).group_by(o.c.status))}
+
+    def totals(conn, apps):
+        scoped = (lambda s: s.where(o.c.app.in_(apps))) if apps is not None else (lambda s: s)
+        return (conn.execute(scoped(cq)).scalar() or 0,
+                {r[0]: r[1] for r in conn.execute(scoped(select(o.c.status, func.count()).group_by(o.c.status)))})
+    rows, (total, counts) = read_messages(rt, user, q.order_by(o.c.id.desc()).limit(PAGE).offset((page - 1) * PAGE),
+                                          via="page", also=totals)
+    lang = lang_of(request, user)
     items = [{"id": r["id"], "app": r["app"], "template": r["template"], "channel": r["channel"], "recipient": r["recipient"],
               "status": r["status"], "due": _fmt(r["due_at"], tz), "sent": _fmt(r["sent_at"], tz), "attempts": r["attempts"],
-              "error": (r["last_error"] or "")[:300], "text": (r["rendered"] or "")[:200],
+              "error": (r["last_error"] or "")[:300],
+              "text": translate("pii_hidden", lang) if r.get("hidden") else (r["rendered"] or "")[:200],
               "url": f"/apps/{r['app']}/forms/{r['form']}/{r['record_id']}" if r["form"] and r["record_id"] else None} for r in rows]
     return render(request, "admin/outbox.html", {"items": items, "status": status, "counts": counts, "total": total,
                                                  "page": page, "pages": max(1, -(-total // PAGE))})
@@ -331,8 +339,9 @@ def outbox_page(request: Request):
 def retry_message(message_id: int, request: Request):
     user = _need(request, "manage_app")
     rt = runtime(request)
+    managed, _ = outbox_scope(rt, user)
     with rt.db.write() as conn:
-        ok = outbox_retry(conn, message_id)
+        ok = outbox_retry(conn, message_id, managed)
         if ok:
             audit(conn, rt.clock.now(), user.username, "outbox.retry", details={"message": message_id})
     if not ok:
@@ -343,14 +352,17 @@ def retry_message(message_id: int, request: Request):
 
 @router.get("/admin/timers")
 def timers_page(request: Request):
-    _need(request, "manage_app")
+    user = _need(request, "manage_app")
     rt = runtime(request)
     t = P.timers
     status = request.query_params.get("status") or "pending"
     tz = _tz(rt)
+    q = select(t).where(t.c.status == status)
+    managed, _ = outbox_scope(rt, user)         # the apps the user manages, as for the outbox
+    if managed is not None:
+        q = q.where(t.c.app.in_(managed))
     with rt.db.read() as conn:
-        rows = conn.execute(select(t).where(t.c.status == status).order_by(t.c.due_at if status == "pending" else t.c.id.desc())
-                            .limit(200)).mappings().all()
+        rows = conn.execute(q.order_by(t.c.due_at if status == "pending" else t.c.id.desc()).limit(200)).mappings().all()
     items = [{"id": r["id"], "app": r["app"], "kind": r["kind"], "key": r["key"], "due": _fmt(r["due_at"], tz),
               "attempts": r["attempts"], "error": (r["last_error"] or "")[:300],
               "url": f"/apps/{r['app']}/forms/{r['form']}/{r['record_id']}" if r["form"] and r["record_id"] else None,

@@ -78,7 +78,8 @@ def app_home(app_name: str, request: Request):
                     blocks.append({"kind": "tasks", "tasks": tasks[:8], "counts": task_counts(tasks)})
                 elif it == "inbox":
                     o = P.outbox
-                    rows = uow.conn.execute(select(o).where(o.c.app == app_name, o.c.recipient == user.username)
+                    rows = uow.conn.execute(select(o).where(o.c.app == app_name, o.c.recipient == user.username,
+                                                   o.c.recipient_kind == "user")
                                             .order_by(o.c.id.desc()).limit(5)).mappings().all()
                     blocks.append({"kind": "inbox", "items": [{"text": r["subject"] or r["rendered"][:80],
                                                                "at": from_db(r["created_at"]).astimezone(app.tz).strftime("%m-%d %H:%M")} for r in rows]})

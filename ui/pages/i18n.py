@@ -142,6 +142,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "no_match": ("没有匹配的记录", "No match"),
     "tags_help": ("多个标签用逗号分隔", "Separate tags with commas"),
     "pii_keep": ("留空则保留原值", "Leave empty to keep the current value"),
+    "pii_hidden": ("（内容含客户个人信息，需“查看个人信息”权限）", "(hidden: the customer's personal data needs the view_pii permission)"),
     "created": ("创建", "created"),
     "updated": ("修改", "changed"),
     "transition": ("流转", "moved"),

@@ -131,7 +131,8 @@ def messages(app_name: str, request: Request):
     lang = lang_of(request, user, _default_lang(rt, app_name))
     o = P.outbox
     with unit_of_work(rt, app_name, user, lang) as uow:
-        rows = uow.conn.execute(select(o).where(o.c.app == app_name, o.c.recipient == user.username)
+        rows = uow.conn.execute(select(o).where(o.c.app == app_name, o.c.recipient == user.username,
+                                                o.c.recipient_kind == "user")
                                 .order_by(o.c.id.desc()).limit(100)).mappings().all()
         items = [{"subject": r["subject"], "text": r["rendered"], "channel": r["channel"], "status": r["status"],
                   "at": from_db(r["created_at"]).astimezone(uow.app.tz).strftime("%Y-%m-%d %H:%M"),

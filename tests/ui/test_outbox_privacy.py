@@ -1,0 +1,114 @@
+"""The outbox holds customers' addresses and texts about them: admins see the apps they manage, with
+customers' personal data masked without view_pii and audited with it -- on the page and the API."""
+from __future__ import annotations
+
+import shutil
+
+import pytest
+from sqlalchemy import select
+
+from engine import platform as P
+from engine.installer import install
+from engine.outbox import enqueue
+from engine.package import read_package
+from tests.conftest import FIXTURES
+from tests.ui.test_pages import _browser, _csrf
+
+PHONE, OTHER_PHONE = "13800001111", "13900002222"
+SECRET_TEXT = "王先生您好，您的爱车沪A12345已到保养时间"
+
+
+@pytest.fixture
+def apps(api, tmp_path):
+    """``mini`` and ``ops`` (a copy with an ``analyst`` role: manage_app without view_pii), with messages."""
+    install(api.rt, read_package(FIXTURES / "mini_app"))
+    pkg = tmp_path / "ops"
+    shutil.copytree(FIXTURES / "mini_app", pkg)
+    app_yaml = pkg / "app.yaml"
+    text = app_yaml.read_text(encoding="utf-8").replace("name: mini", "name: ops", 1)
+    text = text.replace("roles:\n", "roles:\n  analyst: {label: {zh: 分析师, en: Analyst}, permissions: [manage_app]}\n", 1)
+    app_yaml.write_text(text + "home:\n  agent: [inbox]\n", encoding="utf-8")
+    install(api.rt, read_package(pkg))
+    now = api.rt.clock.now()
+    ids = {}
+    with api.rt.db.write() as conn:
+        for key, app, recipient, kind, rendered, status, error in (
+                ("care", "ops", PHONE, "customer", SECRET_TEXT, "queued", None),
+                ("failed", "ops", PHONE, "customer", SECRET_TEXT, "failed", f"gateway refused {PHONE}"),
+                ("staff", "ops", "ann", "user", "新线索已分配给您", "queued", None),
+                ("mini", "mini", OTHER_PHONE, "customer", "迷你应用的客户消息", "failed", "timeout")):
+            enqueue(conn, app=app, template=f"t_{key}", channel="inapp" if kind == "user" else "sms", recipient=recipient,
+                    rendered=rendered, key=key, due_at=now, now=now, recipient_kind=kind, status=status, last_error=error)
+            ids[key] = conn.execute(select(P.outbox.c.id).where(P.outbox.c.idempotency_key == key)).scalar()
+    api.ids = ids
+    return api
+
+
+def _pii_reads(api, who):
+    with api.rt.db.read() as conn:
+        return [dict(r) for r in conn.execute(select(P.audit.c.app, P.audit.c.form, P.audit.c.details)
+                                              .where(P.audit.c.action == "pii.read", P.audit.c.actor == who)
+                                              .order_by(P.audit.c.id)).mappings()]
+
+
+def test_api_masks_customers_for_a_manager_without_view_pii_and_shows_only_their_app(apps):
+    analyst = apps.user("ana", ["analyst"])
+    items = {m["template"]: m for m in apps.http.get("/api/outbox", headers=analyst).json()["items"]}
+    assert set(items) == {"t_care", "t_failed", "t_staff"}                  # not mini's message
+    care = items["t_care"]
+    assert care["recipient"] == "138****1111" and care["rendered"] is None and care["hidden"] is True
+    assert items["t_failed"]["last_error"] == "gateway refused 138****1111"
+    staff = items["t_staff"]
+    assert staff["recipient"] == "ann" and staff["rendered"] == "新线索已分配给您" and staff["hidden"] is False
+    assert _pii_reads(apps, "ana") == []                                     # nothing shown: nothing audited
+
+
+def test_api_shows_and_audits_customers_for_view_pii(apps):
+    admin = apps.user("boss", ["admin"])
+    items = {m["template"]: m for m in apps.http.get("/api/outbox", headers=admin).json()["items"]}
+    assert set(items) == {"t_care", "t_failed", "t_staff", "t_mini"}       # the platform admin: every app
+    assert items["t_care"]["recipient"] == PHONE and items["t_care"]["rendered"] == SECRET_TEXT
+    assert items["t_failed"]["last_error"] == f"gateway refused {PHONE}"
+    reads = _pii_reads(apps, "boss")
+    assert [(r["app"], r["form"], sorted(r["details"]["ids"]), r["details"]["via"]) for r in reads] == [
+        ("mini", "loom_outbox", [apps.ids["mini"]], "api"),
+        ("ops", "loom_outbox", sorted([apps.ids["care"], apps.ids["failed"]]), "api")]   # not the staff message
+
+
+def test_admin_page_masks_and_scopes_like_the_api(apps):
+    web = _browser(apps, "ana2", ["analyst"])
+    page = web.get("/admin/outbox")
+    assert page.status_code == 200
+    assert "138****1111" in page.text and PHONE not in page.text and "沪A12345" not in page.text
+    assert "需“查看个人信息”权限" in page.text                               # says why the text is missing
+    assert "新线索已分配给您" in page.text                                   # a message to staff is shown
+    assert "t_mini" not in page.text and "139****2222" not in page.text    # another app's messages are not
+    assert "failed (1)" in page.text                                       # counts are of ops only
+    assert _pii_reads(apps, "ana2") == []
+    boss = _browser(apps, "boss2", ["admin"])
+    assert PHONE in boss.get("/admin/outbox").text
+    assert [r["details"]["via"] for r in _pii_reads(apps, "boss2")] == ["page", "page"]
+
+
+def test_retry_only_in_a_managed_app(apps):
+    web = _browser(apps, "ana3", ["analyst"])
+    token = _csrf(web, "/admin/outbox")
+    other = web.post(f"/admin/outbox/{apps.ids['mini']}/retry", data={"csrf_token": token}, follow_redirects=False)
+    own = web.post(f"/admin/outbox/{apps.ids['failed']}/retry", data={"csrf_token": token}, follow_redirects=False)
+    assert other.status_code == 409 and own.status_code == 303
+    with apps.rt.db.read() as conn:
+        status = dict(conn.execute(select(P.outbox.c.idempotency_key, P.outbox.c.status)).all())
+    assert status["mini"] == "failed" and status["failed"] == "queued"
+
+
+def test_inbox_shows_messages_to_the_user_not_to_a_customer_with_the_same_name(apps):
+    """A username may be a mobile number: a customer's SMS to that number is not that user's message."""
+    now = apps.rt.clock.now()
+    with apps.rt.db.write() as conn:
+        enqueue(conn, app="ops", template="t_mine", channel="inapp", recipient=PHONE, rendered="请处理新线索",
+                key="mine", due_at=now, now=now, recipient_kind="user")
+    web = _browser(apps, PHONE, ["agent"])
+    for url in ("/apps/ops/inbox", "/apps/ops"):
+        page = web.get(url)
+        assert page.status_code == 200, url
+        assert "请处理新线索" in page.text and "沪A12345" not in page.text, url
