@@ -143,3 +143,24 @@ def signed_in_unit_of_work(request: Request, app_name: str, token: str, write: b
         now = rt.clock.now()
         user = _signed_in(request, conn, now, token)
         yield UnitOfWork(rt, conn, _usable(app, app_name, user), user, now, lang=language(request, user))
+
+
+def granting_apps(rt: Runtime, user: User, permission: str) -> list[str]:
+    """The installed apps whose roles grant ``user`` ``permission`` (as ``forms`` decides it: the
+    user's roles that the app defines)."""
+    out = []
+    for name in rt.app_names():
+        try:
+            app = rt.app(name)
+        except Exception:  # noqa: BLE001 - an app that doesn't load grants nothing
+            continue
+        if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles):
+            out.append(name)
+    return out
+
+
+def permitted_apps(rt: Runtime, user: User, permission: str) -> list[str] | None:
+    """The apps in which ``user`` may use an admin ``permission`` -- None for the platform ``admin``
+    role: every app.  Platform-wide admin pages and routes (outbox, timers, audit) show only these
+    apps' rows."""
+    return None if "admin" in user.roles else granting_apps(rt, user, permission)

@@ -28,24 +28,16 @@ from engine.audit import audit
 from engine.auth import User
 from engine.crypto import mask
 
+from .deps import granting_apps, permitted_apps
+
 HIDDEN_FIELDS = ("recipient", "rendered", "subject")
-
-
-def _granted(app: Any, user: User, permission: str) -> bool:
-    return any(permission in app.roles[r].permissions for r in user.roles if r in app.roles)
 
 
 def scope(rt: Any, user: User) -> tuple[list[str] | None, set[str]]:
     """(the apps whose messages ``user`` may list -- None: all of them, for the platform admin;
-    the apps in which they see customers' personal data)."""
-    apps = []
-    for name in rt.app_names():
-        try:
-            apps.append(rt.app(name))
-        except Exception:  # noqa: BLE001 - an app that doesn't load has no roles to grant anything
-            continue
-    managed = None if "admin" in user.roles else [a.name for a in apps if _granted(a, user, "manage_app")]
-    return managed, {a.name for a in apps if _granted(a, user, "view_pii")}
+    the apps in which they see customers' personal data: where the app's roles grant ``view_pii``,
+    for the platform admin too, as for records)."""
+    return permitted_apps(rt, user, "manage_app"), set(granting_apps(rt, user, "view_pii"))
 
 
 def personal(row: Any) -> bool:

@@ -20,13 +20,15 @@ SECRET_TEXT = "王先生您好，您的爱车沪A12345已到保养时间"
 
 @pytest.fixture
 def apps(api, tmp_path):
-    """``mini`` and ``ops`` (a copy with an ``analyst`` role: manage_app without view_pii), with messages."""
+    """``mini`` and ``ops`` (a copy with an ``analyst`` role: manage_app without view_pii, and an ``auditor``:
+    view_audit), with messages."""
     install(api.rt, read_package(FIXTURES / "mini_app"))
     pkg = tmp_path / "ops"
     shutil.copytree(FIXTURES / "mini_app", pkg)
     app_yaml = pkg / "app.yaml"
     text = app_yaml.read_text(encoding="utf-8").replace("name: mini", "name: ops", 1)
-    text = text.replace("roles:\n", "roles:\n  analyst: {label: {zh: 分析师, en: Analyst}, permissions: [manage_app]}\n", 1)
+    text = text.replace("roles:\n", "roles:\n  analyst: {label: {zh: 分析师, en: Analyst}, permissions: [manage_app]}\n"
+                                    "  auditor: {label: {zh: 审计员, en: Auditor}, permissions: [view_audit]}\n", 1)
     app_yaml.write_text(text + "home:\n  agent: [inbox]\n", encoding="utf-8")
     install(api.rt, read_package(pkg))
     now = api.rt.clock.now()
@@ -112,3 +114,25 @@ def test_inbox_shows_messages_to_the_user_not_to_a_customer_with_the_same_name(a
         page = web.get(url)
         assert page.status_code == 200, url
         assert "请处理新线索" in page.text and "沪A12345" not in page.text, url
+
+
+def test_timers_and_audit_pages_show_only_the_users_apps(apps):
+    from engine.audit import audit
+    from engine.scheduler import schedule
+    now = apps.rt.clock.now()
+    with apps.rt.db.write() as conn:
+        schedule(conn, app="mini", kind="test.kind", key="mini-timer-key", due_at=now)
+        schedule(conn, app="ops", kind="test.kind", key="ops-timer-key", due_at=now)
+        audit(conn, now, "someone", "pii.read", app="mini", form="customer", details={"ids": [424242]})
+        audit(conn, now, "someone", "pii.read", app="ops", form="customer", details={"ids": [515151]})
+    analyst = _browser(apps, "ana4", ["analyst"])
+    timers = analyst.get("/admin/timers").text
+    assert "ops-timer-key" in timers and "mini-timer-key" not in timers
+    auditor = _browser(apps, "aud4", ["auditor"])
+    audit_log = auditor.get("/admin/audit").text
+    assert "515151" in audit_log and "424242" not in audit_log
+    assert "auth.sign_in" in audit_log                        # the platform's own rows (no app) stay visible
+    boss = _browser(apps, "boss4", ["admin"])
+    both = boss.get("/admin/audit?action=pii.").text
+    assert "424242" in both and "515151" in both
+    assert "mini-timer-key" in boss.get("/admin/timers").text

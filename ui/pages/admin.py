@@ -15,7 +15,7 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, func, or_, select
 
 from engine import platform as P
 from engine.audit import audit
@@ -27,7 +27,8 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..outbox_view import read_messages, scope as outbox_scope
+from ..deps import permitted_apps
+from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
 from .shell import has_permission
@@ -339,11 +340,12 @@ def outbox_page(request: Request):
 def retry_message(message_id: int, request: Request):
     user = _need(request, "manage_app")
     rt = runtime(request)
-    managed, _ = outbox_scope(rt, user)
+    managed = permitted_apps(rt, user, "manage_app")
     with rt.db.write() as conn:
         ok = outbox_retry(conn, message_id, managed)
         if ok:
-            audit(conn, rt.clock.now(), user.username, "outbox.retry", details={"message": message_id})
+            app = conn.execute(select(P.outbox.c.app).where(P.outbox.c.id == message_id)).scalar()
+            audit(conn, rt.clock.now(), user.username, "outbox.retry", app=app, details={"message": message_id})
     if not ok:
         from .common import PageError
         raise PageError(409, "only failed messages can be retried" if lang_of(request, user) == "en" else "只能重试发送失败的消息")
@@ -358,7 +360,7 @@ def timers_page(request: Request):
     status = request.query_params.get("status") or "pending"
     tz = _tz(rt)
     q = select(t).where(t.c.status == status)
-    managed, _ = outbox_scope(rt, user)         # the apps the user manages, as for the outbox
+    managed = permitted_apps(rt, user, "manage_app")
     if managed is not None:
         q = q.where(t.c.app.in_(managed))
     with rt.db.read() as conn:
@@ -379,11 +381,16 @@ def _page(request) -> int:
 
 @router.get("/admin/audit")
 def audit_page(request: Request):
-    _need(request, "view_audit")
+    """The audit log of the apps in which the user has ``view_audit`` (and the platform's own rows:
+    sign-ins, user changes); the platform admin sees all of it."""
+    user = _need(request, "view_audit")
     rt = runtime(request)
     a = P.audit
     p = request.query_params
     conds = []
+    apps = permitted_apps(rt, user, "view_audit")
+    if apps is not None:
+        conds.append(or_(a.c.app.in_(apps), a.c.app.is_(None)))
     if p.get("actor"):
         conds.append(a.c.actor == p["actor"].strip())
     if p.get("action"):
