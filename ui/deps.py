@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-from typing import Iterator
+from typing import Callable, Iterator
 
 from fastapi import Depends, HTTPException, Request
 from fastapi.security import OAuth2PasswordBearer
@@ -22,6 +22,7 @@ from sqlalchemy.engine import Connection
 
 from engine.auth import User, user_for_token
 from engine.definitions import AppDef
+from engine.errors import Forbidden
 from engine.runtime import AppNotFound, Runtime
 from engine.uow import UnitOfWork
 
@@ -164,3 +165,20 @@ def permitted_apps(rt: Runtime, user: User, permission: str) -> list[str] | None
     role: every app.  Platform-wide admin pages and routes (outbox, timers, audit) show only these
     apps' rows."""
     return None if "admin" in user.roles else granting_apps(rt, user, permission)
+
+
+def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[[str, bool], None]:
+    """Who may install which package (``engine.installer.install(authorize=...)``): the platform
+    ``admin`` role adds and upgrades any app; ``manage_app`` in an installed app lets a user upgrade
+    (or roll back) that app only -- not another app, and not add a new one.  ``only``: the one app
+    this route edits (the studio), whatever name the edited ``app.yaml`` gives."""
+    def check(name: str, installed: bool) -> None:
+        if only is not None and name != only:
+            raise Forbidden(f"this page edits '{only}'; the package is named '{name}' -- keep 'name: {only}' in app.yaml")
+        if "admin" in user.roles:
+            return
+        if not installed:
+            raise Forbidden(f"'{name}' is not installed: only the platform administrator adds a new app")
+        if name not in granting_apps(rt, user, "manage_app"):
+            raise Forbidden(f"upgrading '{name}' needs the manage_app permission in '{name}'")
+    return check

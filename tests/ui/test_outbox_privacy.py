@@ -136,3 +136,62 @@ def test_timers_and_audit_pages_show_only_the_users_apps(apps):
     both = boss.get("/admin/audit?action=pii.").text
     assert "424242" in both and "515151" in both
     assert "mini-timer-key" in boss.get("/admin/timers").text
+
+
+def _package(root, **changes) -> bytes:
+    """The package at ``root`` as a zip, with app.yaml's text replaced per ``changes`` (old=new)."""
+    import io
+    import zipfile
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for p in root.rglob("*"):
+            if p.is_file():
+                text = p.read_text("utf-8")
+                if p.name == "app.yaml":
+                    for old, new in changes.values():
+                        text = text.replace(old, new, 1)
+                zf.writestr(p.relative_to(root).as_posix(), text)
+    return buf.getvalue()
+
+
+def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
+    """An app's analyst may upgrade their app, not another app (which would let them grant themselves
+    its personal data), and may not add a new app: that is the platform administrator's."""
+    ops_pkg = tmp_path / "ops"
+    analyst = apps.user("ana5", ["analyst"])
+
+    def upload(blob, dry_run=False):
+        return apps.http.post(f"/api/apps?dry_run={'true' if dry_run else 'false'}", headers=analyst,
+                              files={"file": ("p.zip", blob, "application/zip")})
+    # the mini app re-labelled as a new version that gives 'analyst' view_pii: refused, nothing changed
+    takeover = _package(FIXTURES / "mini_app", v=("version: 1.0.0", "version: 1.0.9"),
+                        r=("roles:\n", "roles:\n  analyst: {label: {zh: 分析师, en: Analyst}, permissions: [view_pii, manage_app]}\n"))
+    for dry in (True, False):
+        r = upload(takeover, dry)
+        assert r.status_code == 403 and "manage_app permission in 'mini'" in r.json()["detail"]
+    apps.rt.forget_app("mini")
+    assert apps.rt.app("mini").version == "1.0.0" and "analyst" not in apps.rt.app("mini").roles
+    new_app = _package(ops_pkg, n=("name: ops", "name: brand_new"))
+    r = upload(new_app)
+    assert r.status_code == 403 and "only the platform administrator" in r.json()["detail"]
+    assert "brand_new" not in apps.rt.app_names()
+    own = upload(_package(ops_pkg, v=("version: 1.0.0", "version: 1.0.1")))
+    assert own.status_code == 200, own.text
+    apps.rt.forget_app("ops")
+    assert apps.rt.app("ops").version == "1.0.1"
+    # the pages: export and roll back only their own app
+    web = _browser(apps, "ana6", ["analyst"])
+    token = _csrf(web, "/admin/apps")
+    assert web.get("/admin/apps/mini/export").status_code == 403
+    assert web.post("/admin/apps/mini/rollback", data={"csrf_token": token}).status_code == 403
+    assert web.get("/admin/apps/ops/export").status_code == 200
+    page = web.post("/admin/apps/upload", data={"csrf_token": token},
+                    files={"package": ("t.zip", takeover, "application/zip")})
+    assert page.status_code == 403 and "manage_app permission in" in page.text
+    # the studio of ops can't publish a package renamed to another app
+    r = web.post("/studio/ops/_publish", json={"file": "app.yaml", "text": (ops_pkg / "app.yaml").read_text("utf-8")
+                                                .replace("name: ops", "name: mini", 1)},
+                 headers={"X-CSRF-Token": token})
+    assert r.status_code == 403 and "keep 'name: ops'" in r.json()["problems"][0]
+    apps.rt.forget_app("mini")
+    assert apps.rt.app("mini").version == "1.0.0"

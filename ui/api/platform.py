@@ -13,7 +13,7 @@ from engine.installer import InstallError, install
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import current_user, language, oauth2, runtime, unit_of_work
+from ..deps import current_user, install_guard, language, oauth2, runtime, unit_of_work
 from ..outbox_view import read_messages
 
 router = APIRouter(prefix="/api", tags=["platform"])
@@ -99,7 +99,8 @@ async def upload_app(request: Request, file: UploadFile = File(...), dry_run: bo
         raise HTTPException(413, f"package too large (max {MAX_UPLOAD // 2**20} MB)")
     try:
         package = read_package(blob)
-        report = install(rt, package, actor=user.username, dry_run=dry_run, allow_drop=allow_drop)
+        report = install(rt, package, actor=user.username, dry_run=dry_run, allow_drop=allow_drop,
+                         authorize=install_guard(rt, user))
     except PackageError as exc:
         return JSONResponse({"problems": [{"file": "", "line": 0, "col": 0, "message": str(exc)}],
                              "errors": [{"field": None, "code": "package", "message": str(exc)}]}, status_code=422)

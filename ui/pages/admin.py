@@ -27,7 +27,7 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import permitted_apps
+from ..deps import install_guard, permitted_apps
 from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
@@ -119,7 +119,10 @@ def _plan_page(request, rt, user, blob: bytes, source: str, rollback_of: str | N
         ctx["package_error"] = str(exc)
         return render(request, "admin/apps.html", ctx, status=422)
     try:
-        report = install(rt, package, actor=user.username, dry_run=True)
+        report = install(rt, package, actor=user.username, dry_run=True, authorize=install_guard(rt, user))
+    except Forbidden as exc:
+        ctx["package_error"] = exc.message
+        return render(request, "admin/apps.html", ctx, status=403)
     except DefinitionError as exc:
         ctx["problems"] = _problem_view(package, exc.problems)
         return render(request, "admin/apps.html", ctx, status=422)
@@ -163,10 +166,11 @@ async def install_confirmed(request: Request):
         raise PageError(400, "the package was changed in transit; upload it again")
     allow_drop = form.get("allow_drop") == "1"
     try:
-        report = install(rt, read_package(blob), actor=user.username, allow_drop=allow_drop)
-    except (DefinitionError, InstallError, PackageError) as exc:
+        report = install(rt, read_package(blob), actor=user.username, allow_drop=allow_drop,
+                         authorize=install_guard(rt, user))
+    except (DefinitionError, InstallError, PackageError, Forbidden) as exc:
         ctx = {"installed": apps_overview(rt, lang), "package_error": str(exc)}
-        return render(request, "admin/apps.html", ctx, status=422)
+        return render(request, "admin/apps.html", ctx, status=403 if isinstance(exc, Forbidden) else 422)
     return render(request, "admin/apps.html", {"installed": apps_overview(rt, lang), "result": report.lines(),
                                                "result_app": report.app})
 
@@ -175,6 +179,8 @@ async def install_confirmed(request: Request):
 def export(app_name: str, request: Request):
     user = _need(request, "manage_app")
     rt = runtime(request)
+    if not has_permission(rt, user, "manage_app", app_name):
+        raise Forbidden(f"exporting '{app_name}' needs the manage_app permission in '{app_name}'")
     try:
         appdef = rt.app(app_name)
     except Exception:  # noqa: BLE001
@@ -190,6 +196,8 @@ def rollback(app_name: str, request: Request):
     """Plan re-installing the previous version (from ``loom_app_versions``); confirm installs it."""
     user = _need(request, "manage_app")
     rt = runtime(request)
+    if not has_permission(rt, user, "manage_app", app_name):
+        raise Forbidden(f"rolling back '{app_name}' needs the manage_app permission in '{app_name}'")
     v = P.app_versions
     with rt.db.read() as conn:
         current = conn.execute(select(P.apps.c.digest, P.apps.c.version).where(P.apps.c.name == app_name)).first()

@@ -30,6 +30,7 @@ from engine.schema_check import schema_for
 from engine.uow import UnitOfWork
 from engine.yamlpos import YamlSyntaxError, round_trip_dump
 
+from ..deps import install_guard
 from .common import PageError, PageRoute, fragment, lang_of, page_user, render, runtime
 from .i18n import label, translate
 from .shell import has_permission
@@ -260,11 +261,11 @@ async def plan(app_name: str, request: Request):
     file, text = await _body(request)
     pkg = _bumped(_edited(app, file, text), app.version)
     try:
-        report = install(rt, pkg, actor=user.username, dry_run=True)
+        report = install(rt, pkg, actor=user.username, dry_run=True, authorize=install_guard(rt, user, only=app_name))
     except DefinitionError as exc:
         return JSONResponse({"ok": False, "problems": [str(p) for p in exc.problems]})
-    except InstallError as exc:
-        return JSONResponse({"ok": False, "problems": [str(exc)]})
+    except (InstallError, Forbidden) as exc:
+        return JSONResponse({"ok": False, "problems": [str(exc)]}, status_code=403 if isinstance(exc, Forbidden) else 200)
     return JSONResponse({"ok": True, "lines": report.lines(), "destructive": any(c.destructive for c in report.changes)})
 
 
@@ -298,11 +299,12 @@ async def publish(app_name: str, request: Request):
     file, text = str(data.get("file") or ""), str(data.get("text") or "")
     pkg = _bumped(_edited(app, file, text), app.version)
     try:
-        report = install(rt, pkg, actor=user.username, allow_drop=bool(data.get("allow_drop")))
+        report = install(rt, pkg, actor=user.username, allow_drop=bool(data.get("allow_drop")),
+                         authorize=install_guard(rt, user, only=app_name))
     except DefinitionError as exc:
         return JSONResponse({"ok": False, "problems": [str(p) for p in exc.problems]}, status_code=422)
-    except InstallError as exc:
-        return JSONResponse({"ok": False, "problems": [str(exc)]}, status_code=422)
+    except (InstallError, Forbidden) as exc:
+        return JSONResponse({"ok": False, "problems": [str(exc)]}, status_code=403 if isinstance(exc, Forbidden) else 422)
     with rt.db.write() as conn:
         audit(conn, rt.clock.now(), user.username, "studio.publish", app=app_name,
               details={"file": file, "version": report.version, "previous": report.previous})
