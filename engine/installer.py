@@ -100,12 +100,12 @@ class _DryRun(Exception):
 
 
 def install(runtime: Any, package: SourcePackage, *, actor: str = "system", dry_run: bool = False,
-            allow_drop: bool = False, authorize: Callable[[str, bool], None] | None = None) -> InstallReport:
+            allow_drop: bool = False, authorize: Callable[[AppDef, bool], None] | None = None) -> InstallReport:
     """Install/upgrade ``package``; raise DefinitionError or InstallError with nothing changed.
 
-    ``authorize(app name, installed)``: called once the package's app name is known and whether
-    an app of that name is installed, before anything is planned or written; it raises (e.g.
-    ``Forbidden``) to refuse -- the caller's rule for who may add or upgrade which app."""
+    ``authorize(new app definition, installed)``: called once the package is compiled and it is
+    known whether an app of its name is installed, before anything is planned or written; it
+    raises (e.g. ``Forbidden``) to refuse -- the caller's rule for who may add or upgrade what."""
     new = compile_package(package)
     now = runtime.clock.now()
     report: InstallReport | None = None
@@ -113,7 +113,7 @@ def install(runtime: Any, package: SourcePackage, *, actor: str = "system", dry_
         with runtime.db.write() as conn:
             current = installed_package(conn, new.name)
             if authorize is not None:
-                authorize(new.name, current is not None)
+                authorize(new, current is not None)
             old: AppDef | None = None
             if current:
                 version, digest, old_pkg = current

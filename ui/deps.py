@@ -167,12 +167,19 @@ def permitted_apps(rt: Runtime, user: User, permission: str) -> list[str] | None
     return None if "admin" in user.roles else granting_apps(rt, user, permission)
 
 
-def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[[str, bool], None]:
-    """Who may install which package (``engine.installer.install(authorize=...)``): the platform
-    ``admin`` role adds and upgrades any app; ``manage_app`` in an installed app lets a user upgrade
-    (or roll back) that app only -- not another app, and not add a new one.  ``only``: the one app
-    this route edits (the studio), whatever name the edited ``app.yaml`` gives."""
-    def check(name: str, installed: bool) -> None:
+def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[[AppDef, bool], None]:
+    """Who may install what (``engine.installer.install(authorize=...)``).
+
+    * The platform ``admin`` role adds and upgrades any app.
+    * ``manage_app`` in an installed app lets a user upgrade (or roll back) that app only -- not
+      another app, and not add a new one.
+    * Such a user can't grant a permission they don't hold in the app: an upgrade that gives any
+      role a permission it didn't have (``view_pii``, ``manage_users``...) needs the uploader to
+      hold it, so an analyst can't grant themselves the customers' personal data.
+
+    ``only``: the one app this route edits (the studio), whatever name the edited ``app.yaml`` gives."""
+    def check(new: AppDef, installed: bool) -> None:
+        name = new.name
         if only is not None and name != only:
             raise Forbidden(f"this page edits '{only}'; the package is named '{name}' -- keep 'name: {only}' in app.yaml")
         if "admin" in user.roles:
@@ -181,4 +188,12 @@ def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[
             raise Forbidden(f"'{name}' is not installed: only the platform administrator adds a new app")
         if name not in granting_apps(rt, user, "manage_app"):
             raise Forbidden(f"upgrading '{name}' needs the manage_app permission in '{name}'")
+        old = rt.app(name)
+        held = set().union(*(old.roles[r].permissions for r in user.roles if r in old.roles))
+        for role_name, role in sorted(new.roles.items()):
+            before = old.roles[role_name].permissions if role_name in old.roles else frozenset()
+            granted = sorted(role.permissions - before - held)
+            if granted:
+                raise Forbidden(f"this version gives role '{role_name}' {', '.join(granted)}, which you don't hold in "
+                                f"'{name}': only someone who holds a permission (or the platform administrator) may grant it")
     return check

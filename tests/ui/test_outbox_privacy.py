@@ -155,8 +155,9 @@ def _package(root, **changes) -> bytes:
 
 
 def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
-    """An app's analyst may upgrade their app, not another app (which would let them grant themselves
-    its personal data), and may not add a new app: that is the platform administrator's."""
+    """An app's analyst may upgrade their app -- without granting permissions they don't hold --, not
+    another app (which would let them grant themselves its personal data), and may not add a new
+    app: that is the platform administrator's."""
     ops_pkg = tmp_path / "ops"
     analyst = apps.user("ana5", ["analyst"])
 
@@ -175,10 +176,18 @@ def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
     r = upload(new_app)
     assert r.status_code == 403 and "only the platform administrator" in r.json()["detail"]
     assert "brand_new" not in apps.rt.app_names()
-    own = upload(_package(ops_pkg, v=("version: 1.0.0", "version: 1.0.1")))
+    # their own app, granting themselves its personal data: refused, nothing changed
+    escalate = upload(_package(ops_pkg, v=("version: 1.0.0", "version: 1.0.1"),
+                               r=("permissions: [manage_app]}", "permissions: [manage_app, view_pii]}")))
+    assert escalate.status_code == 403 and "gives role 'analyst' view_pii" in escalate.json()["detail"]
+    apps.rt.forget_app("ops")
+    assert apps.rt.app("ops").version == "1.0.0" and "view_pii" not in apps.rt.app("ops").roles["analyst"].permissions
+    # a permission they hold may be granted: the agents get manage_app
+    own = upload(_package(ops_pkg, v=("version: 1.0.0", "version: 1.0.1"),
+                          a=("agent: {label: {zh: 坐席, en: Agent}}", "agent: {label: {zh: 坐席, en: Agent}, permissions: [manage_app]}")))
     assert own.status_code == 200, own.text
     apps.rt.forget_app("ops")
-    assert apps.rt.app("ops").version == "1.0.1"
+    assert apps.rt.app("ops").version == "1.0.1" and apps.rt.app("ops").roles["agent"].permissions == {"manage_app"}
     # the pages: export and roll back only their own app
     web = _browser(apps, "ana6", ["analyst"])
     token = _csrf(web, "/admin/apps")
