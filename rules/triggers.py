@@ -44,7 +44,7 @@ from engine.scheduler import cancel, schedule
 
 from .cron import CronError, parse_cron
 from .durations import format_duration, parse_duration, parse_time_of_day
-from .model import TRIGGER_KINDS, TriggerDef
+from .model import TRIGGER_KINDS, TriggerDef, secret_env_problem
 
 DATE_TIMER = "rules.date"
 CRON_TIMER = "rules.schedule"
@@ -163,11 +163,12 @@ def compile_trigger(ctx: CompileContext, file: str, path: tuple, on: Any, forms:
         ctx.error(file, p + ("auth",), "auth is hmac (a signed request), token (a Loom API token) or either")
         return None
     secret_env = on.get("secret_env")
-    if auth in ("hmac", "either") and not (isinstance(secret_env, str) and secret_env[:1].isalpha()
-                                           and secret_env.replace("_", "").isalnum()):
+    problem = secret_env_problem(secret_env) if auth in ("hmac", "either") or secret_env is not None else None
+    if problem:
         ctx.error(file, p + (("secret_env",) if "secret_env" in on else ()),
                   "an hmac webhook needs 'secret_env: <ENVIRONMENT_VARIABLE>' holding the shared secret "
-                  "(secrets never go into the package)", at_key="secret_env" not in on)
+                  "(secrets never go into the package)" if "secret_env" not in on else problem,
+                  at_key="secret_env" not in on)
         return None
     roles = _as_tuple(on.get("roles"))
     app_roles = ctx.app_data.get("roles") or {}

@@ -35,6 +35,7 @@ from typing import Any
 from engine.scheduler import schedule
 
 from .actions.base import ActionCompiler, ActionError, Literal, RunContext, jsonable
+from .model import secret_env_problem
 
 TIMER_KIND = "rules.webhook"
 MAX_AGE_SECONDS = 300
@@ -73,9 +74,9 @@ def compile_webhook(c: ActionCompiler, spec: Any) -> dict | None:
         c.error(("url",), "'url' must be an http:// or https:// address")
         return None
     secret_env = spec.get("secret_env")
-    if not isinstance(secret_env, str) or not secret_env.replace("_", "").isalnum() or not secret_env[:1].isalpha():
-        c.error(("secret_env",) if "secret_env" in spec else (), "'secret_env' names the environment variable holding the "
-                "signing secret, e.g. DMS_WEBHOOK_SECRET (secrets never go into the package)", at_key="secret_env" not in spec)
+    problem = secret_env_problem(secret_env)
+    if problem:
+        c.error(("secret_env",) if "secret_env" in spec else (), problem, at_key="secret_env" not in spec)
         return None
     body = None
     if spec.get("body") is not None:

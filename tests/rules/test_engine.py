@@ -468,3 +468,20 @@ def test_a_new_record_never_gets_the_id_of_a_deleted_one(rt, package_dir):
     assert [h["kind"] for h in history(rt, "lead", second["id"])] == ["create", "rule"]
     sent = outbox(rt, template="hello")
     assert sorted(m["record_id"] for m in sent) == sorted([first["id"], second["id"]])
+
+
+@pytest.mark.parametrize("name, says", [("LOOM_SECRET_KEY", "one of Loom's own settings"),
+                                        ("loom_database_url", "one of Loom's own settings"),
+                                        ("HOME", "anyone can guess"), ("LC_CTYPE", "anyone can guess")])
+def test_a_webhook_secret_is_never_one_of_looms_settings_or_a_guessable_variable(package_dir, name, says):
+    """An incoming hook 'signed' with $HOME could be forged by anyone; a hook whose shared secret is
+    LOOM_SECRET_KEY would hand the key that encrypts personal data to the other side of the hook."""
+    from engine.definitions import validate_package
+    from engine.package import read_package
+    for rule in (f"on: {{webhook: true, secret_env: {name}}}\n    actions: [{{create: {{form: complaint, values: {{severity: \"'low'\"}}}}}}]",
+                 f"on: {{created: lead}}\n    actions: [{{webhook: {{url: \"https://dms.example.cn/h\", secret_env: {name}}}}}]"):
+        text = f"rules:\n  - name: hook\n    {rule}\n"
+        problems = [str(p) for p in validate_package(read_package(package_dir(files(text))))]
+        assert len(problems) == 1 and says in problems[0] and f"'{name}'" in problems[0], problems
+        line, col = map(int, problems[0].split(":")[1:3])
+        assert text.splitlines()[line - 1][col - 1:].startswith(name), problems   # at the secret_env value
