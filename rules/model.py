@@ -18,6 +18,7 @@ TRIGGER_KINDS = ("created", "updated", "deleted", "changed", "transition", "sche
 # shared secret is shared: the other side of the hook would hold the key that encrypts personal
 # data, or the database URL) and variables every process has, whose values anyone can guess -- an
 # incoming hook "signed" with $HOME could be forged by anyone.
+_LOOM_SECRETS = ("LOOM_SECRET", "LOOM_DATABASE_URL", "LOOM_PASSWORD", "LOOM_DEMO_PASSWORD", "LOOM_TRANSPORT")
 _PROCESS_VARIABLES = frozenset(("PATH", "HOME", "USER", "LOGNAME", "SHELL", "PWD", "OLDPWD", "LANG", "LANGUAGE",
                                 "LC_ALL", "TERM", "HOSTNAME", "TZ", "TMPDIR", "PYTHONPATH", "VIRTUAL_ENV", "MAIL"))
 
@@ -28,9 +29,9 @@ def secret_env_problem(value: Any) -> str | None:
     if not (isinstance(value, str) and value[:1].isalpha() and value.replace("_", "").isalnum()):
         return ("'secret_env' names the environment variable holding the shared secret, e.g. DMS_WEBHOOK_SECRET "
                 "(secrets never go into the package)")
-    if value.upper().startswith("LOOM_"):
-        return (f"'{value}' is one of Loom's own settings (LOOM_...), not a webhook's secret; "
-                f"give the webhook a variable of its own, e.g. DMS_WEBHOOK_SECRET")
+    if value.upper().startswith(_LOOM_SECRETS):
+        return (f"'{value}' is one of Loom's own secret settings (its keys, database URL, passwords, "
+                f"transports), not a webhook's secret; give the webhook a variable of its own, e.g. DMS_WEBHOOK_SECRET")
     if value.upper() in _PROCESS_VARIABLES or value.upper().startswith("LC_"):
         return (f"'{value}' is a variable every process has, whose value anyone can guess; "
                 f"give the webhook a secret of its own, e.g. DMS_WEBHOOK_SECRET")

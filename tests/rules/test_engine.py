@@ -470,8 +470,8 @@ def test_a_new_record_never_gets_the_id_of_a_deleted_one(rt, package_dir):
     assert sorted(m["record_id"] for m in sent) == sorted([first["id"], second["id"]])
 
 
-@pytest.mark.parametrize("name, says", [("LOOM_SECRET_KEY", "one of Loom's own settings"),
-                                        ("loom_database_url", "one of Loom's own settings"),
+@pytest.mark.parametrize("name, says", [("LOOM_SECRET_KEY", "one of Loom's own secret settings"),
+                                        ("loom_database_url", "one of Loom's own secret settings"),
                                         ("HOME", "anyone can guess"), ("LC_CTYPE", "anyone can guess")])
 def test_a_webhook_secret_is_never_one_of_looms_settings_or_a_guessable_variable(package_dir, name, says):
     """An incoming hook 'signed' with $HOME could be forged by anyone; a hook whose shared secret is
