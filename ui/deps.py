@@ -197,3 +197,45 @@ def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[
                 raise Forbidden(f"this version gives role '{role_name}' {', '.join(granted)}, which you don't hold in "
                                 f"'{name}': only someone who holds a permission (or the platform administrator) may grant it")
     return check
+
+
+def assignable_roles(rt: Runtime, admin: User) -> set[str] | None:
+    """The roles ``admin`` may give and take away (``manage_users``); None for the platform admin:
+    any role.  Role names are shared by all apps (a user's roles count wherever an app defines
+    them), so a role is assignable only if *every* app that defines it is one in which ``admin``
+    holds ``manage_users`` -- giving ``manager`` in one app must not grant another app's
+    ``manager`` -- and never the platform ``admin`` role."""
+    if "admin" in admin.roles:
+        return None
+    managed = set(granting_apps(rt, admin, "manage_users"))
+    defined_in: dict[str, set[str]] = {}
+    unknown: set[str] = set()          # apps that don't load: they may define any role
+    for name in rt.app_names():
+        try:
+            app = rt.app(name)
+        except Exception:  # noqa: BLE001
+            unknown.add(name)
+            continue
+        for r in app.roles:
+            defined_in.setdefault(r, set()).add(name)
+    return {r for r, apps in defined_in.items() if apps | unknown <= managed} - {"admin"}
+
+
+def check_user_change(rt: Runtime, admin: User, target: User | None, roles: set[str] | None) -> None:
+    """Refuse (``Forbidden``) a user-management change beyond ``admin``'s reach: giving or taking a
+    role outside :func:`assignable_roles`, or changing at all (password, roles, attributes, active)
+    a user who holds such a role -- someone with more power than the apps ``admin`` manages, whose
+    account they could otherwise take over by setting its password.  ``roles``: the new roles, or
+    None when they don't change."""
+    allowed = assignable_roles(rt, admin)
+    if allowed is None:
+        return
+    current = set(target.roles) if target is not None else set()
+    beyond = sorted(current - allowed)
+    if beyond:
+        raise Forbidden(f"'{target.username}' holds {', '.join(beyond)}, outside the apps whose users you manage: "
+                        f"only the platform administrator may change this account")
+    changed = sorted(((roles or set()) ^ current if roles is not None else set()) - allowed)
+    if changed:
+        raise Forbidden(f"you may not give or take {', '.join(changed)}: you manage the users of apps whose roles "
+                        f"are {', '.join(sorted(allowed)) or 'none'}")

@@ -27,7 +27,7 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import install_guard, permitted_apps
+from ..deps import check_user_change, install_guard, permitted_apps
 from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
@@ -268,6 +268,7 @@ async def save_user(request: Request):
     try:
         with rt.db.write() as conn:
             existing = get_user(conn, username) if username else None
+            check_user_change(rt, admin, existing, set(roles))
             if existing is None and not password:
                 raise AuthError("a new user needs a password (at least 8 characters)" if lang == "en" else "新用户需要设置密码（至少 8 位）")
             upsert_user(conn, rt.clock.now(), username, roles, attrs, password=password,
@@ -276,7 +277,7 @@ async def save_user(request: Request):
                         active=existing.active if existing is not None else True)
             audit(conn, rt.clock.now(), admin.username, "user.save", details={"user": username, "roles": roles,
                                                                               "attrs": attrs, "password_changed": bool(password)})
-    except AuthError as exc:
+    except (AuthError, Forbidden) as exc:
         with rt.db.read() as conn:
             rows = conn.execute(select(P.users).order_by(P.users.c.username)).mappings().all()
         users = [{"username": r["username"], "display_name": r["display_name"] or "", "roles": list(r["roles"] or []),
@@ -286,7 +287,7 @@ async def save_user(request: Request):
                                                     "edit": {"username": username, "display_name": form.get("display_name") or "",
                                                              "roles": roles, "attrs": str(form.get("attrs") or ""), "active": True,
                                                              "language": form.get("language") or ""},
-                                                    "error": str(exc), "done": None}, status=422)
+                                                    "error": str(exc), "done": None}, status=403 if isinstance(exc, Forbidden) else 422)
     return redirect("/admin/users?done=" + username, request)
 
 
@@ -302,6 +303,7 @@ async def set_active(username: str, request: Request):
         u = get_user(conn, username)
         if u is None:
             raise NotFound(username)
+        check_user_change(rt, admin, u, None)
         upsert_user(conn, rt.clock.now(), username, sorted(u.roles), dict(u.attrs), active=active)
         if not active:
             conn.execute(P.tokens.update().where(P.tokens.c.username == username, P.tokens.c.revoked_at.is_(None))

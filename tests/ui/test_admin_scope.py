@@ -1,5 +1,8 @@
-"""The outbox holds customers' addresses and texts about them: admins see the apps they manage, with
-customers' personal data masked without view_pii and audited with it -- on the page and the API."""
+"""Platform admin pages and routes act only in the apps where the user holds the permission.
+
+The outbox holds customers' addresses and texts about them: admins see the apps they manage, with
+customers' personal data masked without view_pii and audited with it -- on the page and the API.
+Packages, timers, the audit log and user accounts are scoped the same way."""
 from __future__ import annotations
 
 import shutil
@@ -20,15 +23,16 @@ SECRET_TEXT = "王先生您好，您的爱车沪A12345已到保养时间"
 
 @pytest.fixture
 def apps(api, tmp_path):
-    """``mini`` and ``ops`` (a copy with an ``analyst`` role: manage_app without view_pii, and an ``auditor``:
-    view_audit), with messages."""
+    """``mini`` and ``ops`` (a copy with an ``analyst`` role: manage_app without view_pii, an ``auditor``:
+    view_audit, and a ``useradmin``: manage_users), with messages."""
     install(api.rt, read_package(FIXTURES / "mini_app"))
     pkg = tmp_path / "ops"
     shutil.copytree(FIXTURES / "mini_app", pkg)
     app_yaml = pkg / "app.yaml"
     text = app_yaml.read_text(encoding="utf-8").replace("name: mini", "name: ops", 1)
     text = text.replace("roles:\n", "roles:\n  analyst: {label: {zh: 分析师, en: Analyst}, permissions: [manage_app]}\n"
-                                    "  auditor: {label: {zh: 审计员, en: Auditor}, permissions: [view_audit]}\n", 1)
+                                    "  auditor: {label: {zh: 审计员, en: Auditor}, permissions: [view_audit]}\n"
+                                    "  useradmin: {label: {zh: 用户管理员, en: User admin}, permissions: [manage_users]}\n", 1)
     app_yaml.write_text(text + "home:\n  agent: [inbox]\n", encoding="utf-8")
     install(api.rt, read_package(pkg))
     now = api.rt.clock.now()
@@ -204,3 +208,35 @@ def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
     assert r.status_code == 403 and "keep 'name: ops'" in r.json()["problems"][0]
     apps.rt.forget_app("mini")
     assert apps.rt.app("mini").version == "1.0.0"
+
+
+def test_manage_users_in_one_app_reaches_only_that_apps_roles(apps):
+    """A user admin of ops gives and takes ops' roles only -- never the platform admin role, nor a role of
+    another app -- and can't change (say, set the password of) an account that holds more than that."""
+    from engine.auth import get_user, upsert_user
+    now = apps.rt.clock.now()
+    with apps.rt.db.write() as conn:
+        upsert_user(conn, now, "root9", ["admin"], {}, password="s3cret-pass")
+        upsert_user(conn, now, "minimgr", ["manager"], {}, password="s3cret-pass")   # mini's role: view_pii
+    web = _browser(apps, "ua", ["useradmin"])
+    token = _csrf(web, "/admin/users")
+
+    def save(username, roles, password=None):
+        data = {"csrf_token": token, "username": username, "display_name": "", "roles": roles, "attrs": ""}
+        if password:
+            data["password"] = password
+        return web.post("/admin/users", data=data, follow_redirects=False)
+    assert save("newagent", ["analyst", "auditor"], "longenough1").status_code == 303    # roles only ops defines
+    r = save("sneaky", ["agent", "admin"], "longenough1")
+    assert r.status_code == 403 and "admin" in r.text
+    # role names are shared: mini defines 'manager' (view_pii) and 'agent' too, so ops' user admin can't give them
+    assert save("ua", ["useradmin", "manager"]).status_code == 403
+    assert save("newagent", ["analyst", "auditor", "agent"]).status_code == 403
+    r = save("root9", ["admin"], "taken-over-1")                                        # the platform admin's password
+    assert r.status_code == 403 and "only the platform administrator" in r.text
+    assert web.post("/admin/users/minimgr/active", data={"csrf_token": token, "active": "0"},
+                    follow_redirects=False).status_code == 403
+    with apps.rt.db.read() as conn:
+        assert get_user(conn, "sneaky") is None and get_user(conn, "newagent").roles == {"analyst", "auditor"}
+        assert get_user(conn, "ua").roles == {"useradmin"} and get_user(conn, "minimgr").active
+    assert apps.login("root9", "s3cret-pass")                                            # password unchanged
