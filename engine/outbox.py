@@ -309,11 +309,11 @@ def deliver_due(runtime: Any, now: dt.datetime, batch: int = 500) -> dict:
     return {"messages": sent, "message_failures": failed}
 
 
-def retry(conn: Connection, message_id: int, apps: list[str] | None = None) -> bool:
+def retry(conn: Connection, message_id: int, apps: list[str] | None = None) -> str | None:
     """Admin: put a failed message back in the queue -- only one of ``apps``, when given (the apps
-    the admin manages)."""
+    the admin manages).  Returns the message's app, or None when there was no such failed message."""
     o = P.outbox
     q = update(o).where(o.c.id == message_id, o.c.status == "failed")
     if apps is not None:
         q = q.where(o.c.app.in_(apps))
-    return conn.execute(q.values(status="queued", attempts=0, next_attempt_at=None)).rowcount > 0
+    return conn.execute(q.values(status="queued", attempts=0, next_attempt_at=None).returning(o.c.app)).scalar()

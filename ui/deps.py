@@ -146,25 +146,30 @@ def signed_in_unit_of_work(request: Request, app_name: str, token: str, write: b
         yield UnitOfWork(rt, conn, _usable(app, app_name, user), user, now, lang=language(request, user))
 
 
-def granting_apps(rt: Runtime, user: User, permission: str) -> list[str]:
-    """The installed apps whose roles grant ``user`` ``permission`` (as ``forms`` decides it: the
-    user's roles that the app defines)."""
-    out = []
+def loaded_apps(rt: Runtime) -> tuple[list[AppDef], list[str]]:
+    """(the installed apps' definitions, the names of those that don't load) -- read once for a
+    decision over all apps."""
+    apps, broken = [], []
     for name in rt.app_names():
         try:
-            app = rt.app(name)
-        except Exception:  # noqa: BLE001 - an app that doesn't load grants nothing
-            continue
-        if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles):
-            out.append(name)
-    return out
+            apps.append(rt.app(name))
+        except Exception:  # noqa: BLE001 - a broken package: its roles are unknown
+            broken.append(name)
+    return apps, broken
 
 
-def permitted_apps(rt: Runtime, user: User, permission: str) -> list[str] | None:
+def granting_apps(rt: Runtime, user: User, permission: str, apps: list[AppDef] | None = None) -> list[str]:
+    """The installed apps (or of ``apps``) whose roles grant ``user`` ``permission`` (the user's
+    roles that the app defines)."""
+    return [app.name for app in (loaded_apps(rt)[0] if apps is None else apps)
+            if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles)]
+
+
+def permitted_apps(rt: Runtime, user: User, permission: str, apps: list[AppDef] | None = None) -> list[str] | None:
     """The apps in which ``user`` may use an admin ``permission`` -- None for the platform ``admin``
     role: every app.  Platform-wide admin pages and routes (outbox, timers, audit) show only these
     apps' rows."""
-    return None if "admin" in user.roles else granting_apps(rt, user, permission)
+    return None if "admin" in user.roles else granting_apps(rt, user, permission, apps)
 
 
 def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[[AppDef, bool], None]:
@@ -207,18 +212,14 @@ def assignable_roles(rt: Runtime, admin: User) -> set[str] | None:
     ``manager`` -- and never the platform ``admin`` role."""
     if "admin" in admin.roles:
         return None
-    managed = set(granting_apps(rt, admin, "manage_users"))
+    apps, broken = loaded_apps(rt)
+    managed = set(granting_apps(rt, admin, "manage_users", apps))
+    unknown = set(broken)              # apps that don't load: they may define any role
     defined_in: dict[str, set[str]] = {}
-    unknown: set[str] = set()          # apps that don't load: they may define any role
-    for name in rt.app_names():
-        try:
-            app = rt.app(name)
-        except Exception:  # noqa: BLE001
-            unknown.add(name)
-            continue
+    for app in apps:
         for r in app.roles:
-            defined_in.setdefault(r, set()).add(name)
-    return {r for r, apps in defined_in.items() if apps | unknown <= managed} - {"admin"}
+            defined_in.setdefault(r, set()).add(app.name)
+    return {r for r, names in defined_in.items() if names | unknown <= managed} - {"admin"}
 
 
 def check_user_change(rt: Runtime, admin: User, target: User | None, roles: set[str] | None) -> None:

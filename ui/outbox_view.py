@@ -28,7 +28,7 @@ from engine.audit import audit
 from engine.auth import User
 from engine.crypto import mask
 
-from .deps import granting_apps, permitted_apps
+from .deps import granting_apps, loaded_apps, permitted_apps
 
 HIDDEN_FIELDS = ("recipient", "rendered", "subject")
 
@@ -37,7 +37,8 @@ def scope(rt: Any, user: User) -> tuple[list[str] | None, set[str]]:
     """(the apps whose messages ``user`` may list -- None: all of them, for the platform admin;
     the apps in which they see customers' personal data: where the app's roles grant ``view_pii``,
     for the platform admin too, as for records)."""
-    return permitted_apps(rt, user, "manage_app"), set(granting_apps(rt, user, "view_pii"))
+    apps = loaded_apps(rt)[0]
+    return permitted_apps(rt, user, "manage_app", apps), set(granting_apps(rt, user, "view_pii", apps))
 
 
 def personal(row: Any) -> bool:

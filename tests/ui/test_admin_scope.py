@@ -105,6 +105,9 @@ def test_retry_only_in_a_managed_app(apps):
     with apps.rt.db.read() as conn:
         status = dict(conn.execute(select(P.outbox.c.idempotency_key, P.outbox.c.status)).all())
     assert status["mini"] == "failed" and status["failed"] == "queued"
+    with apps.rt.db.read() as conn:
+        retries = conn.execute(select(P.audit.c.app, P.audit.c.details).where(P.audit.c.action == "outbox.retry")).all()
+    assert [(a, d["message"]) for a, d in retries] == [("ops", apps.ids["failed"])]     # the app it was in, once
 
 
 def test_inbox_shows_messages_to_the_user_not_to_a_customer_with_the_same_name(apps):

@@ -27,7 +27,7 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import check_user_change, install_guard, permitted_apps
+from ..deps import check_user_change, install_guard, loaded_apps, permitted_apps
 from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
@@ -216,11 +216,7 @@ def rollback(app_name: str, request: Request):
 
 def _all_roles(rt, lang) -> list[dict]:
     seen: dict[str, str] = {}
-    for name in rt.app_names():
-        try:
-            app = rt.app(name)
-        except Exception:  # noqa: BLE001
-            continue
+    for app in loaded_apps(rt)[0]:
         for r, rd in app.roles.items():
             seen.setdefault(r, label(rd.label, lang, r))
     seen.setdefault("admin", "admin")
@@ -352,11 +348,10 @@ def retry_message(message_id: int, request: Request):
     rt = runtime(request)
     managed = permitted_apps(rt, user, "manage_app")
     with rt.db.write() as conn:
-        ok = outbox_retry(conn, message_id, managed)
-        if ok:
-            app = conn.execute(select(P.outbox.c.app).where(P.outbox.c.id == message_id)).scalar()
+        app = outbox_retry(conn, message_id, managed)
+        if app is not None:
             audit(conn, rt.clock.now(), user.username, "outbox.retry", app=app, details={"message": message_id})
-    if not ok:
+    if app is None:
         from .common import PageError
         raise PageError(409, "only failed messages can be retried" if lang_of(request, user) == "en" else "只能重试发送失败的消息")
     return redirect("/admin/outbox?status=queued", request)
