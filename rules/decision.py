@@ -26,11 +26,14 @@ else nothing is set.
 """
 from __future__ import annotations
 
+import datetime as dt
 import re
+from decimal import Decimal
 from typing import Any, Mapping
 
 from engine.definitions import CompileContext, text
 from engine.expressions import ExpressionError, compile_expression
+from engine.expressions.functions import FUNCTIONS
 from engine.problems import one_of
 
 from .model import Cell, DecisionRow, DecisionTable
@@ -157,7 +160,28 @@ def compile_table(ctx: CompileContext, file: str, path: tuple, raw: Mapping, che
                          default=tuple(default) if default is not None else None, aggregate=aggregate,
                          form=raw.get("form"), file=file, line=line,
                          reads_record=tuple(any(r.cells[i].test is not None and r.cells[i].test.names - {("cell_input",)}
-                                                for r in rows) for i in range(len(inputs))))
+                                                for r in rows) for i in range(len(inputs))),
+                         pure=all(_pure_test(c.test) for r in rows for c in r.cells))
+
+
+_CELL_INPUT_ONLY = frozenset({("cell_input",)})
+
+
+def _pure_test(test: Any) -> bool:
+    """A cell whose outcome depends on its input value alone: it names nothing but ``cell_input``
+    and calls only library functions that need no context (not today(), now(), changed(), exists())."""
+    if test is None:
+        return True
+    if not test.names <= _CELL_INPUT_ONLY:
+        return False
+    return all(f in FUNCTIONS and not FUNCTIONS[f].needs_ctx for f in test.functions)
+
+
+# plain immutable values, equal only when a cell test can't tell them apart (given their type);
+# anything else (lists, related records) is matched row by row every time
+_VALUE_TYPES = frozenset({str, int, float, bool, type(None), Decimal, dt.date, dt.datetime, dt.time})
+# which rows matched, per table, is kept for this many distinct input tuples (then forgotten at once)
+MATCH_MEMO_SIZE = 4096
 
 
 def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dict | None:
@@ -168,14 +192,17 @@ def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dic
         values = [e.evaluate(env, ctx) for e in table.inputs]
     except ExpressionError as exc:
         raise ActionError(f"decision table '{table.name}': {exc.message}") from exc
-    reads = table.reads_record or (True,) * len(values)
-    envs = [dict(env, cell_input=v) if reads[i] else {"cell_input": v} for i, v in enumerate(values)]
-    matches: list[DecisionRow] = []
-    for row in table.rows:
-        if _row_matches(row, envs, ctx):
-            matches.append(row)
-            if table.hit_policy == "first":
-                break
+    key = matches = None
+    if table.pure and all(type(v) in _VALUE_TYPES for v in values):
+        # the types are part of the key: 1, 1.0 and True are equal in Python but not to a cell test
+        key = tuple([(type(v), v) for v in values])
+        matches = table.matched.get(key)
+    if matches is None:
+        matches = _matching_rows(table, values, env, ctx)
+        if key is not None:
+            if len(table.matched) >= MATCH_MEMO_SIZE:
+                table.matched.clear()
+            table.matched[key] = matches
     if not matches:
         return dict(zip(table.outputs, table.default)) if table.default is not None else None
     policy = table.hit_policy
@@ -205,6 +232,18 @@ def evaluate_table(rc: Any, table: DecisionTable, env: Mapping[str, Any]) -> dic
         else:
             out[name] = col
     return out
+
+
+def _matching_rows(table: DecisionTable, values: list, env: Mapping[str, Any], ctx: Any) -> tuple[DecisionRow, ...]:
+    reads = table.reads_record or (True,) * len(values)
+    envs = [dict(env, cell_input=v) if reads[i] else {"cell_input": v} for i, v in enumerate(values)]
+    matches: list[DecisionRow] = []
+    for row in table.rows:
+        if _row_matches(row, envs, ctx):
+            matches.append(row)
+            if table.hit_policy == "first":
+                break
+    return tuple(matches)
 
 
 def _row_matches(row: DecisionRow, envs: list[dict], ctx: Any) -> bool:

@@ -131,6 +131,10 @@ class DecisionTable:
     # per input: whether a cell of its column reads more than ``cell_input`` (the record's fields);
     # the others are tested on ``{cell_input: value}`` alone instead of a copy of the record's names
     reads_record: tuple[bool, ...] = ()
+    # the rows depend on the input values alone (no cell reads the record, the clock or the user):
+    # which rows match is remembered per tuple of input values (see rules.decision.evaluate_table)
+    pure: bool = False
+    matched: dict = field(default_factory=dict, repr=False)
 
 
 @dataclass(frozen=True, eq=False)

@@ -63,6 +63,20 @@ decision_tables:
       - {when: [">= 60"], then: [A], priority: 5}
       - {when: [">= 60"], then: [X], priority: 5}
       - {when: [">= 90"], then: [H], priority: 9}
+  - name: typed_t
+    hit_policy: first
+    inputs: [score]
+    outputs: [level]
+    rows:
+      - {when: ["lower(cell_input) == '1'"], then: [ONE]}
+      - {when: ["-"], then: [OTHER]}
+  - name: clock_t
+    hit_policy: first
+    inputs: [due]
+    outputs: [level]
+    rows:
+      - {when: ["< today()"], then: [LATE]}
+      - {when: ["-"], then: [ON_TIME]}
   - name: relative_t
     hit_policy: first
     inputs: [score, source]
@@ -85,16 +99,19 @@ def app(tmp_path_factory):
 
 
 class _RC:
+    def __init__(self, now=dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc)):
+        self.now = now
+
     def eval_ctx(self):
         from engine.expressions import EvalContext
-        return EvalContext(now=dt.datetime(2026, 11, 23, 2, tzinfo=dt.timezone.utc), tz="Asia/Shanghai")
+        return EvalContext(now=self.now, tz="Asia/Shanghai")
 
 
-def decide(app, table, **record):
+def decide(app, table, rc=None, **record):
     from rules.decision import evaluate_table
     env = {"name": "abc", "source": None, "model": None, "test_drive": False, "score": None, **record}
     env["record"] = dict(env)
-    return evaluate_table(_RC(), app.section("decision_tables")[table], env)
+    return evaluate_table(rc or _RC(), app.section("decision_tables")[table], env)
 
 
 def test_first_hit(app):
@@ -135,6 +152,30 @@ def test_cells_may_read_the_record(app):
     assert decide(app, "relative_t", name="abc", score=30) == {"level": "H"}
     assert decide(app, "relative_t", name="abcd", score=30, source="s7", model="s7") == {"level": "A"}
     assert decide(app, "relative_t", name="abcd", score=30, source="s7", model="s5") is None
+
+
+def test_remembered_rows_tell_equal_values_of_other_types_apart(app):
+    # a table whose cells read only their input remembers which rows matched per input values;
+    # 1 and True are equal (and hash alike) in Python, but not to this cell (lower(true) is an error)
+    assert app.section("decision_tables")["typed_t"].pure
+    for _ in range(2):
+        assert decide(app, "typed_t", score=1) == {"level": "ONE"}
+        assert decide(app, "typed_t", score=True) == {"level": "OTHER"}
+        assert decide(app, "typed_t", score=1.0) == {"level": "ONE"}
+    for _ in range(2):    # the first-hit answers stay right when asked again
+        assert decide(app, "first_t", source="walk_in", test_drive=True) == {"score": 90, "level": "H"}
+        assert decide(app, "first_t", source="walk_in", model="s5") == {"score": 70, "level": "A"}
+        assert decide(app, "first_t", source="walk_in", model=["s5"]) == {"score": 30, "level": "C"}
+
+
+def test_tables_reading_the_clock_or_record_are_matched_every_time(app):
+    tables = app.section("decision_tables")
+    assert not tables["clock_t"].pure and not tables["relative_t"].pure
+    due = dt.date(2026, 11, 25)
+    assert decide(app, "clock_t", due=due) == {"level": "ON_TIME"}
+    later = _RC(dt.datetime(2026, 11, 30, 2, tzinfo=dt.timezone.utc))
+    assert decide(app, "clock_t", rc=later, due=due) == {"level": "LATE"}
+    assert decide(app, "clock_t", due=due) == {"level": "ON_TIME"}
 
 
 def test_table_problems_have_positions(package_dir):

@@ -243,3 +243,16 @@ def test_manage_users_in_one_app_reaches_only_that_apps_roles(apps):
         assert get_user(conn, "sneaky") is None and get_user(conn, "newagent").roles == {"analyst", "auditor"}
         assert get_user(conn, "ua").roles == {"useradmin"} and get_user(conn, "minimgr").active
     assert apps.login("root9", "s3cret-pass")                                            # password unchanged
+    # the page offers only what the user admin may do: other apps' roles greyed, locked accounts without actions
+    page = web.get("/admin/users").text
+    for role in ("admin", "manager", "agent"):
+        assert f'value="{role}" disabled' in page
+    assert 'value="analyst" disabled' not in page and 'value="useradmin" disabled' not in page
+    assert 'action="/admin/users/newagent/active"' in page
+    assert 'action="/admin/users/root9/active"' not in page and 'action="/admin/users/minimgr/active"' not in page
+    edit = web.get("/admin/users?edit=root9").text
+    assert "only the platform administrator may change it" in edit or "仅平台管理员可修改" in edit
+    # the platform admin sees every role and every action
+    page = _browser(apps, "root2", ["admin"]).get("/admin/users").text
+    assert " disabled" not in page.split('id="user-form"')[1].split("</form>")[0]
+    assert 'action="/admin/users/minimgr/active"' in page

@@ -27,7 +27,7 @@ from engine.outbox import retry as outbox_retry
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import check_user_change, install_guard, loaded_apps, permitted_apps
+from ..deps import assignable_roles, check_user_change, install_guard, loaded_apps, permitted_apps
 from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
 from .i18n import label, translate
@@ -214,13 +214,25 @@ def rollback(app_name: str, request: Request):
 # ---------------------------------------------------------------------------
 # users
 
-def _all_roles(rt, lang) -> list[dict]:
+def _all_roles(rt, lang, allowed: set[str] | None) -> list[dict]:
+    """Every role, each marked whether this user admin may give it (``assignable_roles``; None: any)
+    -- the others are shown, greyed, so that a user's roles are all visible."""
     seen: dict[str, str] = {}
     for app in loaded_apps(rt)[0]:
         for r, rd in app.roles.items():
             seen.setdefault(r, label(rd.label, lang, r))
     seen.setdefault("admin", "admin")
-    return [{"name": k, "label": v} for k, v in sorted(seen.items())]
+    return [{"name": k, "label": v, "assignable": allowed is None or k in allowed} for k, v in sorted(seen.items())]
+
+
+def _user_rows(rows, allowed: set[str] | None, q: str = "") -> list[dict]:
+    """The users list; ``locked``: an account holding a role beyond this admin's reach, which only
+    the platform administrator may change (``check_user_change``)."""
+    return [{"username": r["username"], "display_name": r["display_name"] or "", "roles": list(r["roles"] or []),
+             "attrs": "\n".join(f"{k}={v}" for k, v in (r["attrs"] or {}).items()), "active": r["active"],
+             "language": r["language"] or "",
+             "locked": allowed is not None and not set(r["roles"] or []) <= allowed} for r in rows
+            if not q or q in r["username"].lower() or q in (r["display_name"] or "").lower()]
 
 
 def _parse_attrs(text: str) -> dict:
@@ -239,14 +251,12 @@ def users_page(request: Request):
     rt = runtime(request)
     lang = lang_of(request, user)
     q = (request.query_params.get("q") or "").strip().lower()
+    allowed = assignable_roles(rt, user)
     with rt.db.read() as conn:
         rows = conn.execute(select(P.users).order_by(P.users.c.username)).mappings().all()
-    users = [{"username": r["username"], "display_name": r["display_name"] or "", "roles": list(r["roles"] or []),
-              "attrs": "\n".join(f"{k}={v}" for k, v in (r["attrs"] or {}).items()), "active": r["active"],
-              "language": r["language"] or ""} for r in rows
-             if not q or q in r["username"].lower() or q in (r["display_name"] or "").lower()]
+    users = _user_rows(rows, allowed, q)
     edit = request.query_params.get("edit")
-    return render(request, "admin/users.html", {"users": users, "roles": _all_roles(rt, lang), "q": q,
+    return render(request, "admin/users.html", {"users": users, "roles": _all_roles(rt, lang, allowed), "q": q,
                                                 "edit": next((u for u in users if u["username"] == edit), None),
                                                 "error": None, "done": request.query_params.get("done")})
 
@@ -274,12 +284,10 @@ async def save_user(request: Request):
             audit(conn, rt.clock.now(), admin.username, "user.save", details={"user": username, "roles": roles,
                                                                               "attrs": attrs, "password_changed": bool(password)})
     except (AuthError, Forbidden) as exc:
+        allowed = assignable_roles(rt, admin)
         with rt.db.read() as conn:
             rows = conn.execute(select(P.users).order_by(P.users.c.username)).mappings().all()
-        users = [{"username": r["username"], "display_name": r["display_name"] or "", "roles": list(r["roles"] or []),
-                  "attrs": "\n".join(f"{k}={v}" for k, v in (r["attrs"] or {}).items()), "active": r["active"],
-                  "language": r["language"] or ""} for r in rows]
-        return render(request, "admin/users.html", {"users": users, "roles": _all_roles(rt, lang), "q": "",
+        return render(request, "admin/users.html", {"users": _user_rows(rows, allowed), "roles": _all_roles(rt, lang, allowed), "q": "",
                                                     "edit": {"username": username, "display_name": form.get("display_name") or "",
                                                              "roles": roles, "attrs": str(form.get("attrs") or ""), "active": True,
                                                              "language": form.get("language") or ""},
