@@ -100,32 +100,39 @@ class _DryRun(Exception):
 
 
 def install(runtime: Any, package: SourcePackage, *, actor: str = "system", dry_run: bool = False,
-            allow_drop: bool = False, authorize: Callable[[AppDef, bool], None] | None = None) -> InstallReport:
+            allow_drop: bool = False,
+            authorize: Callable[[AppDef, AppDef | None, bool], None] | None = None) -> InstallReport:
     """Install/upgrade ``package``; raise DefinitionError or InstallError with nothing changed.
 
-    ``authorize(new app definition, installed)``: called once the package is compiled and it is
-    known whether an app of its name is installed, before anything is planned or written; it
-    raises (e.g. ``Forbidden``) to refuse -- the caller's rule for who may add or upgrade what."""
+    ``authorize(new, old, installed)``: called once the package is compiled, with the installed
+    version as this transaction reads it (``old``: its definition, None when there is none or it
+    no longer compiles; ``installed``: whether an app of the name is installed), before anything
+    is planned or written; it raises (e.g. ``Forbidden``) to refuse -- the caller's rule for who
+    may add or upgrade what, judged against the version being replaced, not a cached one."""
     new = compile_package(package)
     now = runtime.clock.now()
     report: InstallReport | None = None
     try:
         with runtime.db.write() as conn:
             current = installed_package(conn, new.name)
-            if authorize is not None:
-                authorize(new, current is not None)
             old: AppDef | None = None
             if current:
                 version, digest, old_pkg = current
+                if digest == new.digest:
+                    old = new
+                else:
+                    try:
+                        old = compile_package(old_pkg)
+                    except DefinitionError:
+                        old = None  # the old package no longer compiles: plan from the live tables only
+            if authorize is not None:
+                authorize(new, old, current is not None)
+            if current:
                 if digest == new.digest:
                     return InstallReport(new.name, new.version, version, "unchanged")
                 if version == new.version and not dry_run:
                     raise InstallError(f"{new.name} {version} is already installed with different content; "
                                        f"raise 'version' in app.yaml (e.g. to {_bump(version)}) to upgrade")
-                try:
-                    old = compile_package(old_pkg)
-                except DefinitionError:
-                    old = None  # the old package no longer compiles: plan from the live tables only
             changes: list[Change] = []
             for _, _, hook in _HOOKS:
                 changes.extend(hook.plan(conn, old, new, allow_drop))

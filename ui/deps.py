@@ -146,11 +146,11 @@ def signed_in_unit_of_work(request: Request, app_name: str, token: str, write: b
         yield UnitOfWork(rt, conn, _usable(app, app_name, user), user, now, lang=language(request, user))
 
 
-def loaded_apps(rt: Runtime) -> tuple[list[AppDef], list[str]]:
+def loaded_apps(rt: Runtime, names: list[str] | None = None) -> tuple[list[AppDef], list[str]]:
     """(the installed apps' definitions, the names of those that don't load) -- read once for a
-    decision over all apps."""
+    decision over all apps (or those of ``names``)."""
     apps, broken = [], []
-    for name in rt.app_names():
+    for name in rt.app_names() if names is None else names:
         try:
             apps.append(rt.app(name))
         except Exception:  # noqa: BLE001 - a broken package: its roles are unknown
@@ -172,7 +172,7 @@ def permitted_apps(rt: Runtime, user: User, permission: str, apps: list[AppDef] 
     return None if "admin" in user.roles else granting_apps(rt, user, permission, apps)
 
 
-def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[[AppDef, bool], None]:
+def install_guard(user: User, only: str | None = None) -> Callable[[AppDef, AppDef | None, bool], None]:
     """Who may install what (``engine.installer.install(authorize=...)``).
 
     * The platform ``admin`` role adds and upgrades any app.
@@ -182,8 +182,10 @@ def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[
       role a permission it didn't have (``view_pii``, ``manage_users``...) needs the uploader to
       hold it, so an analyst can't grant themselves the customers' personal data.
 
-    ``only``: the one app this route edits (the studio), whatever name the edited ``app.yaml`` gives."""
-    def check(new: AppDef, installed: bool) -> None:
+    ``only``: the one app this route edits (the studio), whatever name the edited ``app.yaml`` gives.
+    Permissions are those of the installed version as the install's own transaction reads it
+    (``old``), so an upgrade committed a moment before is the one compared against."""
+    def check(new: AppDef, old: AppDef | None, installed: bool) -> None:
         name = new.name
         if only is not None and name != only:
             raise Forbidden(f"this page edits '{only}'; the package is named '{name}' -- keep 'name: {only}' in app.yaml")
@@ -191,10 +193,12 @@ def install_guard(rt: Runtime, user: User, only: str | None = None) -> Callable[
             return
         if not installed:
             raise Forbidden(f"'{name}' is not installed: only the platform administrator adds a new app")
-        if name not in granting_apps(rt, user, "manage_app"):
-            raise Forbidden(f"upgrading '{name}' needs the manage_app permission in '{name}'")
-        old = rt.app(name)
+        if old is None:
+            raise Forbidden(f"the installed version of '{name}' no longer loads, so its roles are unknown: "
+                            f"only the platform administrator may replace it")
         held = set().union(*(old.roles[r].permissions for r in user.roles if r in old.roles))
+        if "manage_app" not in held:
+            raise Forbidden(f"upgrading '{name}' needs the manage_app permission in '{name}'")
         for role_name, role in sorted(new.roles.items()):
             before = old.roles[role_name].permissions if role_name in old.roles else frozenset()
             granted = sorted(role.permissions - before - held)

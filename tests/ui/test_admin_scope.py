@@ -11,7 +11,7 @@ import pytest
 from sqlalchemy import select
 
 from engine import platform as P
-from engine.installer import install
+from engine.installer import install, installed_package
 from engine.outbox import enqueue
 from engine.package import read_package
 from tests.conftest import FIXTURES
@@ -161,7 +161,7 @@ def _package(root, **changes) -> bytes:
     return buf.getvalue()
 
 
-def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
+def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path, make_runtime, db_url):
     """An app's analyst may upgrade their app -- without granting permissions they don't hold --, not
     another app (which would let them grant themselves its personal data), and may not add a new
     app: that is the platform administrator's."""
@@ -195,6 +195,17 @@ def test_manage_app_in_one_app_upgrades_only_that_app(apps, tmp_path):
     assert own.status_code == 200, own.text
     apps.rt.forget_app("ops")
     assert apps.rt.app("ops").version == "1.0.1" and apps.rt.app("ops").roles["agent"].permissions == {"manage_app"}
+    # another worker (a second runtime on the same database) takes manage_app from the analysts; this
+    # worker's cached copy still has it for a few seconds, but the install judges the version it replaces
+    other = make_runtime(db_url)
+    install(other, read_package(_package(
+        ops_pkg, v=("version: 1.0.0", "version: 1.0.2"), r=("permissions: [manage_app]}", "permissions: []}"),
+        a=("agent: {label: {zh: 坐席, en: Agent}}", "agent: {label: {zh: 坐席, en: Agent}, permissions: [manage_app]}"))))
+    assert "manage_app" in apps.rt.app("ops").roles["analyst"].permissions        # (the stale copy)
+    late = upload(_package(ops_pkg, v=("version: 1.0.0", "version: 1.0.3")))
+    assert late.status_code == 403 and "manage_app permission in 'ops'" in late.json()["detail"]
+    with other.db.read() as conn:
+        assert installed_package(conn, "ops")[0] == "1.0.2"
     # the pages: export and roll back only their own app
     web = _browser(apps, "ana6", ["analyst"])
     token = _csrf(web, "/admin/apps")

@@ -13,7 +13,7 @@ from engine.installer import InstallError, install
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import current_user, install_guard, language, oauth2, runtime, unit_of_work
+from ..deps import current_user, granting_apps, install_guard, language, loaded_apps, oauth2, runtime, unit_of_work
 from ..outbox_view import read_messages
 
 router = APIRouter(prefix="/api", tags=["platform"])
@@ -61,16 +61,8 @@ def me(user: User = Depends(current_user)):
 
 
 def _require_permission(rt, user: User, permission: str, app_name: str | None = None) -> None:
-    if "admin" in user.roles:
+    if "admin" in user.roles or granting_apps(rt, user, permission, loaded_apps(rt, [app_name] if app_name else None)[0]):
         return
-    names = [app_name] if app_name else rt.app_names()
-    for name in names:
-        try:
-            app = rt.app(name)
-        except Exception:  # noqa: BLE001
-            continue
-        if any(permission in app.roles[r].permissions for r in user.roles if r in app.roles):
-            return
     raise HTTPException(403, f"this needs the '{permission}' permission")
 
 
@@ -100,7 +92,7 @@ async def upload_app(request: Request, file: UploadFile = File(...), dry_run: bo
     try:
         package = read_package(blob)
         report = install(rt, package, actor=user.username, dry_run=dry_run, allow_drop=allow_drop,
-                         authorize=install_guard(rt, user))
+                         authorize=install_guard(user))
     except PackageError as exc:
         return JSONResponse({"problems": [{"file": "", "line": 0, "col": 0, "message": str(exc)}],
                              "errors": [{"field": None, "code": "package", "message": str(exc)}]}, status_code=422)

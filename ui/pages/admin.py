@@ -119,7 +119,7 @@ def _plan_page(request, rt, user, blob: bytes, source: str, rollback_of: str | N
         ctx["package_error"] = str(exc)
         return render(request, "admin/apps.html", ctx, status=422)
     try:
-        report = install(rt, package, actor=user.username, dry_run=True, authorize=install_guard(rt, user))
+        report = install(rt, package, actor=user.username, dry_run=True, authorize=install_guard(user))
     except Forbidden as exc:
         ctx["package_error"] = exc.message
         return render(request, "admin/apps.html", ctx, status=403)
@@ -167,7 +167,7 @@ async def install_confirmed(request: Request):
     allow_drop = form.get("allow_drop") == "1"
     try:
         report = install(rt, read_package(blob), actor=user.username, allow_drop=allow_drop,
-                         authorize=install_guard(rt, user))
+                         authorize=install_guard(user))
     except (DefinitionError, InstallError, PackageError, Forbidden) as exc:
         ctx = {"installed": apps_overview(rt, lang), "package_error": str(exc)}
         return render(request, "admin/apps.html", ctx, status=403 if isinstance(exc, Forbidden) else 422)

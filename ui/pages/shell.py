@@ -17,6 +17,7 @@ from engine import platform as P
 from engine.auth import User
 from engine.runtime import AppNotFound
 
+from ..deps import granting_apps, loaded_apps
 from .common import LANG_COOKIE, PageRoute, helpers, lang_of, optional_user, runtime, safe_next
 from .i18n import label, translate
 
@@ -42,15 +43,10 @@ def has_permission(rt, user: User, permission: str, app_name: str | None = None,
     if "admin" in user.roles:
         return True
     if apps is None:
-        apps = []
-        for name in ([app_name] if app_name else rt.app_names()):
-            try:
-                apps.append(rt.app(name))
-            except Exception:  # noqa: BLE001
-                continue
+        apps = loaded_apps(rt, [app_name] if app_name else None)[0]
     elif app_name:
         apps = [a for a in apps if a.name == app_name]
-    return any(permission in app.roles[r].permissions for app in apps for r in user.roles if r in app.roles)
+    return bool(granting_apps(rt, user, permission, apps))
 
 
 def menu_url(app_name: str, item: dict) -> str | None:

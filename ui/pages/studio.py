@@ -261,7 +261,7 @@ async def plan(app_name: str, request: Request):
     file, text = await _body(request)
     pkg = _bumped(_edited(app, file, text), app.version)
     try:
-        report = install(rt, pkg, actor=user.username, dry_run=True, authorize=install_guard(rt, user, only=app_name))
+        report = install(rt, pkg, actor=user.username, dry_run=True, authorize=install_guard(user, only=app_name))
     except DefinitionError as exc:
         return JSONResponse({"ok": False, "problems": [str(p) for p in exc.problems]})
     except (InstallError, Forbidden) as exc:
@@ -300,7 +300,7 @@ async def publish(app_name: str, request: Request):
     pkg = _bumped(_edited(app, file, text), app.version)
     try:
         report = install(rt, pkg, actor=user.username, allow_drop=bool(data.get("allow_drop")),
-                         authorize=install_guard(rt, user, only=app_name))
+                         authorize=install_guard(user, only=app_name))
     except DefinitionError as exc:
         return JSONResponse({"ok": False, "problems": [str(p) for p in exc.problems]}, status_code=422)
     except (InstallError, Forbidden) as exc:
