@@ -157,6 +157,50 @@ def authenticate(conn: Connection, now: dt.datetime, username: str, password: st
     return _row_to_user(row)
 
 
+class PasswordProblem(AuthError):
+    """A refused password change: ``field`` is the form field at fault (``current_password``,
+    ``new_password`` or ``confirm_password``), ``code`` a stable name, the text says what to do."""
+
+    def __init__(self, field: str, code: str, message: str):
+        super().__init__(message)
+        self.field, self.code = field, code
+
+
+def change_password(conn: Connection, now: dt.datetime, username: str, current: str, new: str,
+                    confirm: str | None = None, keep_token: str | None = None) -> int:
+    """A user changing their own password: the current one is checked like a sign-in (a wrong one
+    counts toward the lock -- the caller must commit although this raises, as for a failed
+    sign-in), the new one has at least 8 characters and differs from it.  Every other session and
+    API token of the user is revoked (``keep_token``: the one making the change stays signed in):
+    whoever knew the old password is signed out.  Returns how many were revoked."""
+    if confirm is not None and new != confirm:
+        raise PasswordProblem("confirm_password", "mismatch", "the two new passwords do not match")
+    if len(new or "") < 8:
+        raise PasswordProblem("new_password", "too_short", "the new password is too short: use at least 8 characters")
+    try:
+        authenticate(conn, now, username, current)
+    except AuthError as exc:
+        msg = str(exc)
+        if msg == "wrong user name or password":
+            msg = "the current password is wrong"
+        raise PasswordProblem("current_password", "locked" if "locked" in msg else "wrong", msg) from None
+    if new == current:
+        raise PasswordProblem("new_password", "unchanged", "the new password is the same as the current one")
+    conn.execute(update(P.users).where(P.users.c.username == username)
+                 .values(password_hash=hash_password(new), updated_at=to_db(now)))
+    return revoke_user_tokens(conn, now, username, keep=keep_token)
+
+
+def revoke_user_tokens(conn: Connection, now: dt.datetime, username: str, keep: str | None = None) -> int:
+    """Revoke every live session and API token of ``username`` but ``keep`` (after a password
+    change or reset); returns how many."""
+    t = P.tokens
+    conds = [t.c.username == username, t.c.revoked_at.is_(None)]
+    if keep:
+        conds.append(t.c.token_hash != _digest(keep))
+    return conn.execute(update(t).where(*conds).values(revoked_at=to_db(now))).rowcount
+
+
 def _digest(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 

@@ -266,7 +266,7 @@ def user_add(ctx: click.Context, name: str, roles: tuple, attrs: tuple, password
              display_name: str | None, language: str | None) -> None:
     """Create or update a user with roles and attributes."""
     from engine.audit import audit
-    from engine.auth import AuthError, get_user, upsert_user
+    from engine.auth import AuthError, get_user, revoke_user_tokens, upsert_user
 
     parsed = {}
     for item in attrs:
@@ -285,13 +285,15 @@ def user_add(ctx: click.Context, name: str, roles: tuple, attrs: tuple, password
         with rt.db.write() as conn:
             u = upsert_user(conn, rt.clock.now(), name, list(roles), parsed, password=password,
                             display_name=display_name, language=language)
+            signed_out = revoke_user_tokens(conn, rt.clock.now(), name) if exists and password is not None else 0
             audit(conn, rt.clock.now(), os.environ.get("USER", "cli"), "user.update" if exists else "user.create",
                   details={"username": name, "roles": sorted(u.roles), "attrs": parsed})
     except AuthError as exc:
         raise UserError(str(exc)) from None
     attrs_txt = " ".join(f"{k}={v}" for k, v in u.attrs.items())
     click.echo(f"{'Updated' if exists else 'Created'} user {u.username} roles={','.join(sorted(u.roles))}"
-               + (f" {attrs_txt}" if attrs_txt else ""))
+               + (f" {attrs_txt}" if attrs_txt else "")
+               + (f"; new password: {signed_out} session(s)/token(s) signed out" if signed_out else ""))
 
 
 @main.group()

@@ -20,7 +20,8 @@ from fastapi.security import OAuth2PasswordBearer
 
 from sqlalchemy.engine import Connection
 
-from engine.auth import User, user_for_token
+from engine.audit import audit
+from engine.auth import PasswordProblem, User, change_password, user_for_token
 from engine.definitions import AppDef
 from engine.errors import Forbidden
 from engine.runtime import AppNotFound, Runtime
@@ -244,3 +245,19 @@ def check_user_change(rt: Runtime, admin: User, target: User | None, roles: set[
     if changed:
         raise Forbidden(f"you may not give or take {', '.join(changed)}: you manage the users of apps whose roles "
                         f"are {', '.join(sorted(allowed)) or 'none'}")
+
+
+def change_own_password(rt: Runtime, user: User, current: str, new: str, confirm: str | None,
+                        keep_token: str | None) -> tuple[int, PasswordProblem | None]:
+    """``user`` changing their own password (the account page and ``POST /api/me/password``):
+    (how many other sessions and tokens were signed out, the refusal or None).  Audited either
+    way; a refusal is committed too, so a wrong current password counts toward the lock."""
+    now = rt.clock.now()
+    with rt.db.write() as conn:
+        try:
+            revoked = change_password(conn, now, user.username, current, new, confirm, keep_token=keep_token)
+        except PasswordProblem as exc:
+            audit(conn, now, user.username, "user.password_change_failed", details={"reason": exc.code})
+            return 0, exc
+        audit(conn, now, user.username, "user.password_changed", details={"other_sessions_signed_out": revoked})
+    return revoked, None

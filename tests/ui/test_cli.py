@@ -55,6 +55,19 @@ def test_import_export_round_trip_and_user_add(tmp_path, db_url):
     assert r.returncode == 0 and r.stdout.strip() == "Created user wang roles=agent region=east"
     r = loom("user", "add", "wang", "--role", "manager", db=db_url)
     assert r.returncode == 0 and r.stdout.startswith("Updated user wang roles=manager")
+    # a new password for an existing user signs out the sessions and tokens given for the old one
+    import datetime as dt
+
+    from engine.auth import issue_token, user_for_token
+    from engine.db import Database
+    db, now = Database(db_url), dt.datetime.now(dt.timezone.utc)
+    with db.write() as conn:
+        token = issue_token(conn, now, "wang")
+    r = loom("user", "add", "wang", "--role", "manager", "--password", "pw-654321", db=db_url)
+    assert r.returncode == 0 and r.stdout.strip().endswith("new password: 1 session(s)/token(s) signed out")
+    with db.read() as conn:
+        assert user_for_token(conn, now, token) is None
+    db.dispose()
     r = loom("export", "nope", "-o", str(out), db=db_url)
     assert r.returncode == 1 and "no app 'nope' is installed" in r.stderr
 

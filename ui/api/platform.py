@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, File, Form, HTTPException, Query, Request, UploadFile
 from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field
 from sqlalchemy import select
 
 from engine import platform as P
@@ -13,7 +14,8 @@ from engine.installer import InstallError, install
 from engine.package import PackageError, read_package
 from engine.problems import DefinitionError
 
-from ..deps import current_user, granting_apps, install_guard, language, loaded_apps, oauth2, runtime, unit_of_work
+from ..deps import (change_own_password, current_user, granting_apps, install_guard, language, loaded_apps, oauth2,
+                    runtime, unit_of_work)
 from ..outbox_view import read_messages
 
 router = APIRouter(prefix="/api", tags=["platform"])
@@ -52,6 +54,24 @@ def sign_out(request: Request, user: User = Depends(current_user), token: str | 
         revoke_token(conn, rt.clock.now(), token or request.cookies.get("loom_session", ""))
         audit(conn, rt.clock.now(), user.username, "auth.sign_out")
     return {"revoked": True}
+
+
+class PasswordChange(BaseModel):
+    current_password: str = Field(max_length=1024)
+    new_password: str = Field(max_length=1024)
+
+
+@router.post("/me/password", tags=["auth"], summary="Change your own password; signs out your other sessions and tokens")
+def change_my_password(body: PasswordChange, request: Request, user: User = Depends(current_user),
+                       token: str | None = Depends(oauth2)):
+    """The current password is checked like a sign-in (a wrong one counts toward the lock).  On
+    success every other session and API token of the user is revoked; the one used stays valid."""
+    revoked, problem = change_own_password(runtime(request), user, body.current_password, body.new_password, None,
+                                           keep_token=token or request.cookies.get("loom_session"))
+    if problem is not None:
+        return JSONResponse({"errors": [{"field": problem.field, "code": problem.code, "message": str(problem)}]},
+                            status_code=422)
+    return {"changed": True, "other_sessions_signed_out": revoked}
 
 
 @router.get("/me", tags=["auth"], summary="The signed-in user")

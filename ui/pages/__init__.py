@@ -5,6 +5,7 @@ admins and analysts.
 ``/api/...`` routes win.  Module map:
 
 * ``auth``       sign-in/out (session cookie, CSRF)
+* ``account``    the user's own name, language and password
 * ``shell``      menus, language switch, the layout context
 * ``home``       ``/`` and an app's home page per role
 * ``records``    list / detail / create / edit pages for every form
@@ -20,7 +21,7 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, Response
 
-from . import admin, auth, comments, dashboards, home, records, shell, studio, tasks, transfer
+from . import account, admin, auth, comments, dashboards, home, records, shell, studio, tasks, transfer
 from .common import ASSETS
 
 router = APIRouter(include_in_schema=False)
@@ -37,5 +38,5 @@ def asset(name: str):
     return FileResponse(path, media_type=_TYPES[path.suffix], headers={"Cache-Control": "public, max-age=300"})
 
 
-for _module in (auth, shell, home, tasks, dashboards, admin, studio, comments, transfer, records):
+for _module in (auth, account, shell, home, tasks, dashboards, admin, studio, comments, transfer, records):
     router.include_router(_module.router)

@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 
 from engine import platform as P
 from engine.audit import audit
-from engine.auth import AuthError, get_user, upsert_user
+from engine.auth import AuthError, get_user, revoke_user_tokens, upsert_user
 from engine.clock import from_db, to_db
 from engine.errors import Forbidden, NotFound
 from engine.installer import InstallError, install
@@ -281,6 +281,8 @@ async def save_user(request: Request):
                         display_name=str(form.get("display_name") or "").strip() or None,
                         language=str(form.get("language") or "") or None,
                         active=existing.active if existing is not None else True)
+            if password and existing is not None:
+                revoke_user_tokens(conn, rt.clock.now(), username)     # a reset signs them out everywhere
             audit(conn, rt.clock.now(), admin.username, "user.save", details={"user": username, "roles": roles,
                                                                               "attrs": attrs, "password_changed": bool(password)})
     except (AuthError, Forbidden) as exc:

@@ -50,15 +50,18 @@ async def login(request: Request):
     rt = runtime(request)
     now = rt.clock.now()
     ip = request.client.host if request.client else None
-    try:
-        with rt.db.write() as conn:
+    failure: AuthError | None = None
+    with rt.db.write() as conn:     # a failure commits too: its count toward the lock must stay
+        try:
             user = authenticate(conn, now, username, password)
+        except AuthError as exc:
+            failure = exc
+            audit(conn, now, username or "-", "auth.failed", ip=ip)
+        else:
             token = issue_token(conn, now, user.username, kind="session")
             audit(conn, now, user.username, "auth.sign_in", ip=ip)
-    except AuthError as exc:
-        with rt.db.write() as conn:
-            audit(conn, now, username or "-", "auth.failed", ip=ip)
-        msg = str(exc)
+    if failure is not None:
+        msg = str(failure)
         if lang_of(request) == "zh":
             msg = _ZH_AUTH.get(msg, translate("sign_in_failed", "zh"))
         return _login_page(request, msg, username, next_url, status=401)
