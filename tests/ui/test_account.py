@@ -77,7 +77,7 @@ def test_a_wrong_current_password_counts_toward_the_lock(api):
 
 def test_profile_name_and_language(api):
     web = _browser(api, "erin", ["agent"])
-    assert 'href="/account"' in web.get("/apps").text          # in the user menu
+    assert 'href="/account"' in web.get("/").text              # in the user menu
     token = _csrf(web, "/account")
     r = web.post("/account", data={"csrf_token": token, "display_name": "王小二", "language": "en"},
                  follow_redirects=False)
