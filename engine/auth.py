@@ -5,6 +5,9 @@
 * API tokens are random 256-bit secrets; only their SHA-256 is stored, so a
   database leak does not leak usable tokens.  Tokens expire and can be revoked.
 * Repeated failed sign-ins lock the account for a while (lockout).
+* A password has at least 8 characters, at least 4 different ones, does not contain the user
+  name and is not one of the most common passwords (NIST SP 800-63B's advice: length and a
+  blocklist, no composition rules) -- :func:`password_problem`.
 """
 from __future__ import annotations
 
@@ -45,10 +48,32 @@ TOKEN_TTL = dt.timedelta(hours=12)
 MAX_FAILED_LOGINS = 5
 LOCKOUT = dt.timedelta(minutes=15)
 SYSTEM = "system"
+MIN_PASSWORD, MAX_PASSWORD = 8, 256
+# the most used passwords of 8+ characters, in leaked lists worldwide and in China (lower case)
+COMMON_PASSWORDS = frozenset("""
+12345678 123456789 1234567890 0123456789 87654321 987654321 9876543210 11111111 00000000 88888888
+66666666 99999999 12341234 11223344 112233445566 123123123 321321321 147258369 159357456 123456abc
+a1234567 a12345678 a123456789 aa123456 aa12345678 abc12345 abc123456 abcd1234 qq123456 qwer1234
+1qaz2wsx 1q2w3e4r 1q2w3e4r5t 1qaz2wsx3edc zxcvbnm1 zxcvbnm123 qwertyui qwertyuiop asdfghjkl asdf1234
+password password1 password123 passw0rd p@ssw0rd p@ssword iloveyou iloveyou1 woaini1314 woaini520
+5201314520 13141314 520520520 admin123 admin888 administrator root1234 welcome1 letmein1 sunshine
+princess football baseball superman 1234qwer qazwsxedc q1w2e3r4 changeme changeme1 default1
+""".split())
 
 
 class AuthError(Exception):
     """Sign-in failed; the message is safe to show."""
+
+
+class PasswordProblem(AuthError):
+    """A refused password: ``field`` is the form field at fault (``password`` when one is set for a
+    user, ``current_password``, ``new_password`` or ``confirm_password`` when a user changes their
+    own), ``code`` a stable name (``too_short``, ``too_common``, ``wrong``...), the text says what
+    to do."""
+
+    def __init__(self, field: str, code: str, message: str):
+        super().__init__(message)
+        self.field, self.code = field, code
 
 
 @dataclass(frozen=True)
@@ -81,6 +106,24 @@ class User:
 
 
 SYSTEM_USER = User(SYSTEM, frozenset({"admin"}), {}, "System")
+
+
+def password_problem(password: str | None, username: str = "") -> tuple[str, str] | None:
+    """(code, what is wrong -- a predicate for "the password ...") when ``password`` may not be
+    used for ``username``, else None."""
+    pw = password or ""
+    if len(pw) < MIN_PASSWORD:
+        return "too_short", f"is too short: use at least {MIN_PASSWORD} characters"
+    if len(pw) > MAX_PASSWORD:
+        return "too_long", f"is too long: use at most {MAX_PASSWORD} characters"
+    if len(set(pw)) < 4:
+        return "too_simple", "is too simple: use at least 4 different characters"
+    lowered = pw.lower()
+    if lowered in COMMON_PASSWORDS:
+        return "too_common", "is one of the most used passwords, which are tried first: choose another"
+    if len(username) >= 3 and username.lower() in lowered:
+        return "has_username", "must not contain the user name"
+    return None
 
 
 def hash_password(password: str) -> str:
@@ -116,8 +159,9 @@ def upsert_user(conn: Connection, now: dt.datetime, username: str, roles: list[s
     if language is not None:
         values["language"] = language
     if password is not None:
-        if len(password) < 8:
-            raise AuthError("password too short: use at least 8 characters")
+        problem = password_problem(password, username)
+        if problem:
+            raise PasswordProblem("password", problem[0], "the password " + problem[1])
         values["password_hash"] = hash_password(password)
     elif password_hash is not None:  # many demo users share one password: hash it once
         values["password_hash"] = password_hash
@@ -157,15 +201,6 @@ def authenticate(conn: Connection, now: dt.datetime, username: str, password: st
     return _row_to_user(row)
 
 
-class PasswordProblem(AuthError):
-    """A refused password change: ``field`` is the form field at fault (``current_password``,
-    ``new_password`` or ``confirm_password``), ``code`` a stable name, the text says what to do."""
-
-    def __init__(self, field: str, code: str, message: str):
-        super().__init__(message)
-        self.field, self.code = field, code
-
-
 def change_password(conn: Connection, now: dt.datetime, username: str, current: str, new: str,
                     confirm: str | None = None, keep_token: str | None = None) -> int:
     """A user changing their own password: the current one is checked like a sign-in (a wrong one
@@ -175,8 +210,9 @@ def change_password(conn: Connection, now: dt.datetime, username: str, current: 
     whoever knew the old password is signed out.  Returns how many were revoked."""
     if confirm is not None and new != confirm:
         raise PasswordProblem("confirm_password", "mismatch", "the two new passwords do not match")
-    if len(new or "") < 8:
-        raise PasswordProblem("new_password", "too_short", "the new password is too short: use at least 8 characters")
+    weak = password_problem(new, username)
+    if weak:
+        raise PasswordProblem("new_password", weak[0], "the new password " + weak[1])
     try:
         authenticate(conn, now, username, current)
     except AuthError as exc:

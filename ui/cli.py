@@ -159,9 +159,13 @@ def demo(ctx: click.Context, no_users: bool) -> None:
 
 def install_demo(rt, create_users: bool = True) -> list[str]:
     """Install the bundled CRM, its demo data and demo users; returns lines to print."""
+    from engine.auth import password_problem
     from engine.installer import install
     from engine.package import read_package
 
+    weak = password_problem(os.environ.get("LOOM_DEMO_PASSWORD")) if os.environ.get("LOOM_DEMO_PASSWORD") else None
+    if create_users and weak:              # checked before anything is installed
+        raise UserError(f"LOOM_DEMO_PASSWORD {weak[1]}")
     report = install(rt, read_package(BUNDLED_APP), actor="demo")
     lines = report.lines()
     if create_users:

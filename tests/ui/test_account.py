@@ -121,3 +121,32 @@ def test_an_admin_reset_signs_the_user_out_everywhere(api):
     admin.post("/admin/users", data={"csrf_token": token, "username": "gus", "display_name": "Gus", "roles": ["agent"],
                                      "attrs": ""}, follow_redirects=False)
     assert again.get("/account").status_code == 200
+
+
+def test_weak_passwords_are_refused_with_the_reason(api):
+    """Length, variety, the most used passwords and the user name -- for an admin setting one, the
+    command line and the user's own change alike."""
+    from engine.auth import AuthError, password_problem
+    assert password_problem("88888888", "hua")[0] == "too_simple"
+    assert password_problem("WoAiNi1314", "hua")[0] == "too_common"           # case does not matter
+    assert password_problem("zhanghua-2026", "zhanghua")[0] == "has_username"
+    assert password_problem("Zh4ngHua!2026", "zhanghua") is None
+    with api.rt.db.write() as conn:
+        try:
+            upsert_user(conn, api.rt.clock.now(), "hua", ["agent"], {}, password="qwertyuiop")
+        except AuthError as exc:
+            assert "most used" in str(exc)
+        else:
+            raise AssertionError("a common password was accepted")
+    web = _browser(api, "hana", ["agent"], password="first-pass-1")
+    r = _change(web, "first-pass-1", "password123")
+    assert r.status_code == 422 and "最常用的密码" in r.text
+    r = _change(web, "first-pass-1", "hana-2026-spring")
+    assert r.status_code == 422 and "不能包含用户名" in r.text
+    admin = _browser(api, "root", ["admin"])
+    token = _csrf(admin, "/admin/users")
+    r = admin.post("/admin/users", data={"csrf_token": token, "username": "ivy", "display_name": "", "roles": ["agent"],
+                                         "attrs": "", "password": "12345678"})
+    assert r.status_code == 422 and "最常用的密码" in r.text
+    assert api.http.post("/api/me/password", json={"current_password": "first-pass-1", "new_password": "11111111"},
+                         headers=api.login("hana", "first-pass-1")).json()["errors"][0]["code"] == "too_simple"

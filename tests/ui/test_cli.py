@@ -83,3 +83,11 @@ def test_tick_accepts_now(tmp_path):
 def test_unreachable_database_is_a_clear_error():
     r = loom("tick", db="postgresql://nobody@127.0.0.1:1/none")
     assert r.returncode == 1 and "cannot open the database" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_weak_demo_password_is_refused_before_anything_is_installed(tmp_path):
+    db = f"sqlite:///{tmp_path / 'demo.db'}"
+    r = loom("demo", db=db, env={"LOOM_DEMO_PASSWORD": "88888888"})
+    assert r.returncode == 1 and "LOOM_DEMO_PASSWORD is too simple" in r.stderr and "Traceback" not in r.stderr
+    r = loom("export", "automotive_crm", "-o", str(tmp_path / "x.zip"), db=db)
+    assert r.returncode == 1 and "no app 'automotive_crm' is installed" in r.stderr

@@ -11,19 +11,10 @@ from engine.auth import get_user, upsert_user
 
 from ..deps import change_own_password
 from .common import SESSION_COOKIE, PageRoute, lang_of, page_user, redirect, render, runtime
-from .i18n import translate
+from .i18n import password_message, translate
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
 
-# engine.auth's messages, in Chinese
-_ZH = {
-    "the two new passwords do not match": "两次输入的新密码不一致",
-    "the new password is too short: use at least 8 characters": "新密码太短：至少 8 个字符",
-    "the current password is wrong": "当前密码不正确",
-    "the new password is the same as the current one": "新密码不能与当前密码相同",
-    "account locked after too many failed sign-ins; try again later or ask an admin":
-        "连续输错密码次数过多，账号已临时锁定，请稍后再试或联系管理员",
-}
 MAX_NAME = 100
 
 
@@ -74,6 +65,5 @@ async def save_password(request: Request):
                                      str(form.get("new_password") or ""), str(form.get("confirm_password") or ""),
                                      keep_token=request.cookies.get(SESSION_COOKIE))
     if problem is not None:
-        message = _ZH.get(str(problem), str(problem)) if lang == "zh" else str(problem)
-        return _page(request, user, status=422, errors={problem.field: message})
+        return _page(request, user, status=422, errors={problem.field: password_message(problem, lang)})
     return redirect("/account?done=password", request)

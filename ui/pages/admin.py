@@ -19,7 +19,7 @@ from sqlalchemy import and_, func, or_, select
 
 from engine import platform as P
 from engine.audit import audit
-from engine.auth import AuthError, get_user, revoke_user_tokens, upsert_user
+from engine.auth import AuthError, PasswordProblem, get_user, revoke_user_tokens, upsert_user
 from engine.clock import from_db, to_db
 from engine.errors import Forbidden, NotFound
 from engine.installer import InstallError, install
@@ -30,7 +30,7 @@ from engine.problems import DefinitionError
 from ..deps import assignable_roles, check_user_change, install_guard, loaded_apps, permitted_apps
 from ..outbox_view import read_messages
 from .common import PageRoute, lang_of, page_user, redirect, render, runtime
-from .i18n import label, translate
+from .i18n import label, password_message, translate
 from .shell import has_permission
 
 router = APIRouter(route_class=PageRoute, include_in_schema=False)
@@ -293,7 +293,8 @@ async def save_user(request: Request):
                                                     "edit": {"username": username, "display_name": form.get("display_name") or "",
                                                              "roles": roles, "attrs": str(form.get("attrs") or ""), "active": True,
                                                              "language": form.get("language") or ""},
-                                                    "error": str(exc), "done": None}, status=403 if isinstance(exc, Forbidden) else 422)
+                                                    "error": password_message(exc, lang) if isinstance(exc, PasswordProblem) else str(exc),
+                                                    "done": None}, status=403 if isinstance(exc, Forbidden) else 422)
     return redirect("/admin/users?done=" + username, request)
 
 

@@ -153,6 +153,15 @@ STRINGS: dict[str, tuple[str, str]] = {
     "language_default": ("跟随应用默认", "The app's default"),
     "name_too_long": ("显示名称最多 {n} 个字符", "The display name has at most {n} characters"),
     "language_choice": ("请选择中文或 English", "Choose 中文 or English"),
+    "pw_too_short": ("密码太短：至少 8 个字符", "The password is too short: use at least 8 characters"),
+    "pw_too_long": ("密码太长：最多 256 个字符", "The password is too long: use at most 256 characters"),
+    "pw_too_simple": ("密码太简单：至少包含 4 个不同的字符", "The password is too simple: use at least 4 different characters"),
+    "pw_too_common": ("这是最常用的密码之一，会被最先猜到，请换一个", "This is one of the most used passwords, which are tried first: choose another"),
+    "pw_has_username": ("密码不能包含用户名", "The password must not contain the user name"),
+    "pw_wrong": ("当前密码不正确", "The current password is wrong"),
+    "pw_locked": ("连续输错密码次数过多，账号已临时锁定，请稍后再试或联系管理员", "Locked after too many wrong passwords: try again later or ask an admin"),
+    "pw_mismatch": ("两次输入的新密码不一致", "The two new passwords do not match"),
+    "pw_unchanged": ("新密码不能与当前密码相同", "The new password is the same as the current one"),
     "role_beyond_reach": ("你不能授予或收回此角色：未由你管理用户的应用也定义了它", "You can't give or take this role: an app whose users you don't manage defines it too"),
     "platform_only": ("仅平台管理员可改", "Platform admin only"),
     "account_locked": ("该账号拥有超出你管理范围的角色，仅平台管理员可修改", "This account holds roles beyond the apps you manage: only the platform administrator may change it"),
@@ -282,3 +291,9 @@ def label(value: Any, lang: str, default: str = "") -> str:
         other = "zh" if lang == "en" else "en"
         return str(value.get(lang) or value.get(other) or default)
     return str(value)
+
+
+def password_message(problem: Any, lang: str) -> str:
+    """A refused password (``engine.auth.PasswordProblem``) in ``lang``."""
+    key = f"pw_{problem.code}"
+    return translate(key, lang) if key in STRINGS else str(problem)
