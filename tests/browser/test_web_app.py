@@ -494,6 +494,37 @@ def _zip(files: dict[str, str]) -> bytes:
     return buf.getvalue()
 
 
+def test_account_page_changes_the_password(page, site):
+    from engine.auth import upsert_user
+    with site.rt.db.write() as conn:
+        upsert_user(conn, site.rt.clock.now(), "zoe", ["sales"], {}, password=PASSWORD, display_name="赵顾问")
+    sign_in(page, site, "zoe")
+    page.click("summary .user-name")
+    page.click(".user-menu a[href='/account']")
+    page.wait_for_selector("#password-title")
+    page.fill("#a-current_password", PASSWORD)
+    page.fill("#a-new_password", "Spring-2027-zoe")
+    page.fill("#a-confirm_password", "Spring-2027-zo")
+    page.click("form[action='/account/password'] button[type=submit]")
+    assert "两次输入的新密码不一致" in page.inner_text("#a-confirm_password-err")
+    page.fill("#a-current_password", PASSWORD)
+    page.fill("#a-new_password", "Spring-2027-lake")
+    page.fill("#a-confirm_password", "Spring-2027-lake")
+    page.click("form[action='/account/password'] button[type=submit]")
+    page.wait_for_selector(".alert-success")
+    assert "密码已修改" in page.inner_text(".alert-success")
+    save_screenshot(page, "account", full_page=True)
+    page.click("summary .user-name")
+    page.click("#sign-out")
+    page.locator("dialog.loom-confirm").get_by_role("button", name="确定").click()
+    page.wait_for_url(re.compile(r"/login"))
+    page.fill("#username", "zoe")
+    page.fill("#password", "Spring-2027-lake")
+    page.click("#login-form button[type=submit]")
+    page.wait_for_selector("#main:not(.auth-card)")
+    _no_js_errors(page)
+
+
 def test_upload_bad_package_shows_positions(page, site, tmp_path):
     bad = dict(SHOP)
     bad["forms/lead.yaml"] = bad["forms/lead.yaml"].replace("type: currency", "type: currensy").replace(
