@@ -178,7 +178,9 @@ def execute_row(conn: Connection, statement: Any, row: dict) -> Any:
     row (RETURNING), through the driver (:mod:`engine.driver`): SQLAlchemy's compiled form and bind
     processors, as for held writes, without its per-call execution work -- the record service's
     INSERT, on every create.  Like held rows, no Python-side column defaults are applied."""
-    keys = tuple(sorted(row))
+    # the row's own key order: a statement's rows are built alike (dict literals, zip over a column
+    # list), and sorting 19 keys cost 8% of holding a row; another order only compiles once more
+    keys = tuple(row)
     _, compiled, processors, plain, _, positional, writers = _compiled(conn, statement, keys)
     if writers is not None and literals_ok(conn):
         # PostgreSQL: the values as literals (engine.pgliteral), as psycopg2 would write them
@@ -204,7 +206,7 @@ def _hold(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> 
     quote = _Quoter(conn.connection.dbapi_connection, literals_ok(conn))
     try:
         for row in rows:
-            keys = tuple(sorted(row))
+            keys = tuple(row)
             _, compiled, processors, plain, parts, _, writers = _compiled(conn, statement, keys)
             text = None
             if writers is not None and quote.fast:
@@ -262,7 +264,7 @@ class _Quoter:
 
 def _hold_sqlite(conn: Connection, pending: list, statement: Any, rows: list[dict]) -> None:
     for row in rows:
-        keys = tuple(sorted(row))
+        keys = tuple(row)
         _, compiled, processors, plain, parts, positional, _ = _compiled(conn, statement, keys)
         params = _processed(row, compiled, processors, plain)
         values = positional(params)

@@ -265,6 +265,21 @@ def test_held_rows_of_one_insert_go_as_one_multi_row_statement(db):
         [{k: v for k, v in r.items() if k != "tag"} for r in AWKWARD]
 
 
+def test_rows_whose_keys_come_in_another_order_are_written_alike(db):
+    """Held rows are keyed by their keys in the order given (sorting them cost 8% of a held row):
+    the same columns in another order must still land in the right columns, in order."""
+    forward = dict(AWKWARD[0], tag="f")
+    backward = {k: forward[k] for k in reversed(list(forward))} | {"tag": "r"}
+    with db.write() as conn:
+        write_later(conn, INSERT, [forward])
+        write_later(conn, INSERT, [backward])
+        write_later(conn, INSERT, [dict(forward, tag="f2")])
+    got = rows(db)
+    assert [r["tag"] for r in got] == ["f", "r", "f2"]
+    assert all({k: v for k, v in r.items() if k != "tag"} == {k: v for k, v in AWKWARD[0].items() if k != "tag"}
+               for r in got)
+
+
 def test_rows_held_around_a_change_to_their_table_keep_their_order(db):
     """A row held after an UPDATE of its table is not moved before the UPDATE by joining the
     batch held earlier: the UPDATE must not see it."""
