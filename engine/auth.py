@@ -205,7 +205,7 @@ def change_password(conn: Connection, now: dt.datetime, username: str, current: 
                     confirm: str | None = None, keep_token: str | None = None) -> int:
     """A user changing their own password: the current one is checked like a sign-in (a wrong one
     counts toward the lock -- the caller must commit although this raises, as for a failed
-    sign-in), the new one has at least 8 characters and differs from it.  Every other session and
+    sign-in), the new one passes :func:`password_problem` and differs from it.  Every other session and
     API token of the user is revoked (``keep_token``: the one making the change stays signed in):
     whoever knew the old password is signed out.  Returns how many were revoked."""
     if confirm is not None and new != confirm:
