@@ -248,6 +248,8 @@ def test_manage_users_in_one_app_reaches_only_that_apps_roles(apps):
     assert save("newagent", ["analyst", "auditor", "agent"]).status_code == 403
     r = save("root9", ["admin"], "taken-over-1")                                        # the platform admin's password
     assert r.status_code == 403 and "only the platform administrator" in r.text
+    form = r.text.split('id="user-form"')[1].split("</form>")[0]
+    assert 'type="submit" class="btn btn-primary" disabled' in form                   # still read-only after the refusal
     assert web.post("/admin/users/minimgr/active", data={"csrf_token": token, "active": "0"},
                     follow_redirects=False).status_code == 403
     with apps.rt.db.read() as conn:

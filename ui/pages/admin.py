@@ -289,10 +289,13 @@ async def save_user(request: Request):
         allowed = assignable_roles(rt, admin)
         with rt.db.read() as conn:
             rows = conn.execute(select(P.users).order_by(P.users.c.username)).mappings().all()
-        return render(request, "admin/users.html", {"users": _user_rows(rows, allowed), "roles": _all_roles(rt, lang, allowed), "q": "",
+        users = _user_rows(rows, allowed)
+        stored = next((u for u in users if u["username"] == username), None)
+        return render(request, "admin/users.html", {"users": users, "roles": _all_roles(rt, lang, allowed), "q": "",
                                                     "edit": {"username": username, "display_name": form.get("display_name") or "",
                                                              "roles": roles, "attrs": str(form.get("attrs") or ""), "active": True,
-                                                             "language": form.get("language") or ""},
+                                                             "language": form.get("language") or "",
+                                                             "locked": bool(stored and stored["locked"])},
                                                     "error": password_message(exc, lang) if isinstance(exc, PasswordProblem) else str(exc),
                                                     "done": None}, status=403 if isinstance(exc, Forbidden) else 422)
     return redirect("/admin/users?done=" + username, request)
