@@ -316,8 +316,7 @@ async def set_active(username: str, request: Request):
         check_user_change(rt, admin, u, None)
         upsert_user(conn, rt.clock.now(), username, sorted(u.roles), dict(u.attrs), active=active)
         if not active:
-            conn.execute(P.tokens.update().where(P.tokens.c.username == username, P.tokens.c.revoked_at.is_(None))
-                         .values(revoked_at=to_db(rt.clock.now())))
+            revoke_user_tokens(conn, rt.clock.now(), username)
         audit(conn, rt.clock.now(), admin.username, "user.activate" if active else "user.deactivate", details={"user": username})
     return redirect("/admin/users?done=" + username, request)
 
