@@ -14,7 +14,10 @@ dealer run in the rules' pre-save phase (``record.saving``), so the lead is inse
 the notification, the log rows and the follow-up timers (assigned_at + 3/7/15 days) come after the INSERT.
 
 Also measured: ``idle`` -- the rule set installed but no rule matching (leads created with an owner
-and a score), i.e. the dispatcher's own cost per event.  ``CPU ms`` is this thread's CPU time per
+and a score), i.e. the dispatcher's own cost per event; and (PostgreSQL) ``locked read`` -- the
+rules as shipped, but with the assignment reading its round-robin cursor under a lock on every
+lead instead of choosing from the copy this process remembers (``engine.optimistic`` off), i.e.
+what that saves, measured in the same run.  ``CPU ms`` is this thread's CPU time per
 create (median): on a busy machine it moves much less than wall time, and on SQLite it includes the
 database's own work (in-process); on PostgreSQL the server's share is not in it.
 """
@@ -117,10 +120,12 @@ class _Meter:
         return wrapper
 
 
-def _create_one(rt, app, i: int, idle: bool, meter: _Meter) -> tuple[float, int, float, float]:
+def _create_one(rt, app, i: int, idle: bool, meter: _Meter, locked: bool = False) -> tuple[float, int, float, float]:
+    from engine import optimistic
     from engine.auth import SYSTEM_USER
     from engine.uow import UnitOfWork
     records = rt.services["records"]
+    optimistic.MAX_PER_TRANSACTION = 0 if locked else 8
     s0, r0 = meter.statements, meter.in_rules
     c = time.thread_time()
     t = time.perf_counter()
@@ -162,12 +167,15 @@ def run(kind: str, n: int) -> dict:
             meter = _Meter(rt)
             variants = (("without rules", "crm_without", False), ("with rules", "crm_with", False),
                         ("idle rules", "crm_with", True))
+            if kind != "sqlite":
+                variants += (("locked read", "crm_with", False),)
             apps = {name: rt.app(name) for name in ("crm_with", "crm_without")}
             out = {label: [] for label, _, _ in variants}
             warm = max(20, n // 10)
             for i in range(warm + n):                 # interleaved, so machine load hits every variant alike
                 for label, app_name, idle in variants:
-                    got = _create_one(rt, apps[app_name], i * 3 + [v[0] for v in variants].index(label), idle, meter)
+                    got = _create_one(rt, apps[app_name], i * len(variants) + [v[0] for v in variants].index(label), idle,
+                                      meter, locked=label == "locked read")
                     if i >= warm:
                         out[label].append(got)
             rt.db.dispose()
@@ -193,6 +201,11 @@ def report(kind: str, results: dict, n: int) -> None:
           f"time inside the rule handlers {w[3]:.2f} ms (pre-save phase before the INSERT + the rest after it, incl. "
           f"what other engines do in reaction); no rule matching: {idle[3]:.2f} ms; "
           f"in this process's CPU time (median; on SQLite this includes the database's work): {w[4] - wo[4]:.2f} ms")
+    if "locked read" in stats:
+        from engine import optimistic
+        lk = stats["locked read"]
+        print(f"  with the cursor read under a lock on every lead instead: {lk[1] - wo[1]:.2f} ms overhead (median), "
+              f"{lk[2] - wo[2]:.1f} more SQL statements; creates run again after a stale read: {optimistic.retries}")
 
 
 def machine(kind: str) -> str:

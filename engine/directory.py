@@ -83,6 +83,11 @@ class Directory:
         self._lock = threading.Lock()
         self.reloads = 0                      # how often the users were read (for tests and benchmarks)
 
+    def cached(self) -> Snapshot | None:
+        """The snapshot as last read, without asking the database whether it is current: for an
+        optimistic reader whose write checks the generation on the server (``engine.optimistic``)."""
+        return self._snapshot
+
     def active(self, conn: Any, generation: Any = None) -> Snapshot:
         """The active users as ``conn``'s transaction sees them.  ``generation``: the users generation
         if the caller read it already in this transaction (with :data:`USERS_GENERATION`)."""

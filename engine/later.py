@@ -54,6 +54,7 @@ from .pgliteral import Unquotable, interpolated, literals, literals_usable, writ
 _PENDING = "loom_later"
 _MADE = "loom_made"           # conn.info: facts of this transaction (see ``made_here``)
 _LITERALS = "loom_literals"   # conn.info: engine.pgliteral may quote on it (asked once per write transaction)
+_TX = "loom_tx"               # conn.info: this write transaction's Transaction (PostgreSQL)
 _COMPILED: dict[tuple, Any] = {}
 # an INSERT of one row, split into its head, its row of placeholders and its ON CONFLICT DO NOTHING
 _ROW_TUPLE = re.compile(r"^(INSERT INTO .+? VALUES )(\((?:(?:%\([^()]+\)s|\?)(?:::[A-Z]+)?(?:, )?)+\))"
@@ -357,8 +358,44 @@ def _before_statement(conn: Connection, *_args: Any) -> None:
         flush(conn)
 
 
+class Transaction:
+    """What a PostgreSQL write transaction keeps about itself while it runs: how many statements it
+    has sent (``sent``), and the optimistic reads' frames and savepoints (:mod:`engine.optimistic`)."""
+
+    __slots__ = ("sent", "frames", "savepoints")
+
+    def __init__(self) -> None:
+        self.sent = 0
+        self.frames: list = []
+        self.savepoints = 0
+
+
+def transaction(conn: Connection) -> "Transaction | None":
+    """This PostgreSQL write transaction's :class:`Transaction`; None elsewhere (SQLite, reads)."""
+    return conn.info.get(_TX)
+
+
+def held(conn: Connection) -> int:
+    """How many writes are held on ``conn`` now (0 outside a write transaction)."""
+    pending = conn.info.get(_PENDING)
+    return len(pending) if pending else 0
+
+
+def hold_sql(conn: Connection, sql: str) -> None:
+    """Hold a statement written out in full (``SAVEPOINT name``): it goes with the next statement,
+    in order, and no held INSERT after it joins one held before it."""
+    pending = conn.info.get(_PENDING)
+    if pending is None:
+        conn.exec_driver_sql(sql)
+    else:
+        pending.append((None, sql))
+
+
 def _ride_along(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
                 executemany: bool) -> tuple[str, Any]:
+    tx = conn.info.get(_TX)
+    if tx is not None:
+        tx.sent += 1
     text = _take(conn)
     if text is None:
         return statement, parameters
@@ -400,6 +437,7 @@ def hold(conn: Connection) -> None:
         # ids are never reused there (SQLite may give a deleted row's id to the next one)
         conn.info[_MADE] = set()
         conn.info[_LITERALS] = literals_usable(conn.connection.dbapi_connection)
+        conn.info[_TX] = Transaction()
 
 
 def release(conn: Connection) -> None:
@@ -409,6 +447,8 @@ def release(conn: Connection) -> None:
         conn.info.pop(_PENDING, None)
         conn.info.pop(_MADE, None)
         conn.info.pop(_LITERALS, None)
+        conn.info.pop(_TX, None)
 
 
-__all__ = ["write_later", "execute_row", "literals_ok", "holding", "holding_writes", "made_here", "flush", "install", "hold", "release"]
+__all__ = ["write_later", "execute_row", "literals_ok", "holding", "holding_writes", "made_here", "flush", "install", "hold",
+           "release", "held", "hold_sql", "transaction", "Transaction"]

@@ -15,6 +15,7 @@ from typing import Any, Iterable, Mapping
 from sqlalchemy import Table, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
+from engine import optimistic
 from engine import platform as P
 from engine.clock import from_db, to_db
 from engine.crypto import mask
@@ -367,7 +368,20 @@ class Records:
     # -- writing ---------------------------------------------------------
     def create(self, uow: UnitOfWork, form_name: str, data: Mapping[str, Any], *, trusted: bool = False,
                owner: str | None = None, parent_id: int | None = None, reclaim: frozenset[int] = frozenset()) -> dict:
-        """A new record; ``reclaim``: ids of rows this one replaces (child rows), whose files it may take over."""
+        """A new record; ``reclaim``: ids of rows this one replaces (child rows), whose files it may take over.
+
+        Run as one :func:`engine.optimistic.attempt`: if its rules chose the owner from a remembered
+        assignment cursor that another transaction has moved meanwhile, the create is rolled back to
+        its savepoint and done again with the cursor read under a lock."""
+        notes = len(uow.notes)
+
+        def attempt() -> dict:
+            del uow.notes[notes:]
+            return self._create(uow, form_name, data, trusted, owner, parent_id, reclaim)
+        return optimistic.attempt(uow.conn, attempt)
+
+    def _create(self, uow: UnitOfWork, form_name: str, data: Mapping[str, Any], trusted: bool, owner: str | None,
+                parent_id: int | None, reclaim: frozenset[int]) -> dict:
         form = self.form(uow.app, form_name)
         g = grant(form, uow.user, "create")
         if not g.allowed and not trusted:

@@ -37,6 +37,16 @@ on PostgreSQL choose one after the other and see each other's choice (and,
 for ``least_open``, each other's committed records).  SQLite serialises
 writers anyway.
 
+On PostgreSQL a new record's assignment usually skips that locked read: the
+rule engine remembers each cursor as this process last read or wrote it
+(``RuleEngine.cursors``), chooses from that copy and the user directory's
+snapshot, and advances the row with ``loom_cursor_advance`` -- held, so it
+goes with the INSERT -- which raises when the row's ``seq`` or the users
+generation is no longer the remembered one.  The create is then rolled back
+to its savepoint and run again with the locked read (:mod:`engine.optimistic`).
+So another process, an admin's change to the users, or a concurrent request
+costs a retry, never a choice made on a stale counter.
+
 The public pool: ``return_to_pool`` empties the owner and sets ``in_pool``
 and ``pool_entered_at`` (when the form has them); ``claim_from_pool`` lets the
 acting user take a pool record -- at most ``cap`` (default 20) open claims
@@ -50,13 +60,14 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import bindparam, func, or_, select, update
+from sqlalchemy import JSON, BigInteger, DateTime, String, bindparam, func, or_, select, update
 
 from engine import platform as P
 from engine.auth import User
 from engine.clock import from_db, to_db
 from engine.db import insert_ignore, run_driver
 from engine.directory import USERS_GENERATION
+from engine import optimistic
 from engine.later import write_later
 from engine.errors import Conflict, Forbidden
 from engine.expressions import ExpressionError
@@ -81,6 +92,10 @@ _CURSOR_LOCKED = _CURSOR.with_for_update()
 _CURSOR_GEN = select(cursors.c.value, USERS_GENERATION).where(cursors.c.app == bindparam("c_app"),
                                                                cursors.c.key == bindparam("c_key"))
 _CURSOR_GEN_LOCKED = _CURSOR_GEN.with_for_update(of=cursors)
+# the conditional advance of an optimistically read cursor (PostgreSQL; migration 0008_cursor_advance)
+_CURSOR_ADVANCE = select(func.loom_cursor_advance(
+    bindparam("c_app", type_=String), bindparam("c_key", type_=String), bindparam("c_seq", type_=BigInteger),
+    bindparam("c_gen", type_=BigInteger), bindparam("c_value", type_=JSON), bindparam("c_at", type_=DateTime)))
 _CURSOR_SAVE = (update(cursors).where(cursors.c.app == bindparam("c_app"), cursors.c.key == bindparam("c_key"))
                 .values(value=bindparam("c_value"), updated_at=bindparam("c_at")))
 def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict, generation: bool = False) -> Any:
@@ -103,9 +118,15 @@ def lock_cursor(conn: Any, app: str, key: str, now: dt.datetime, default: dict, 
     return (dict(value or {}), row[1]) if generation else dict(value or {})
 
 
-def save_cursor(conn: Any, app: str, key: str, now: dt.datetime, value: dict) -> None:
-    # the row is locked and nobody reads the result: sent with the next statement (engine.later)
-    write_later(conn, _CURSOR_SAVE, {"c_app": app, "c_key": key[:200], "c_value": value, "c_at": to_db(now)})
+def save_cursor(conn: Any, app: str, key: str, now: dt.datetime, value: dict, expect: tuple | None = None) -> None:
+    """Write the cursor's new value.  ``expect``: ``(seq, users generation)`` it was chosen from, when
+    read optimistically (:func:`lock_pool`) -- the write then fails unless the row still has them."""
+    # nobody reads the result: sent with the next statement (engine.later)
+    if expect is not None:
+        write_later(conn, _CURSOR_ADVANCE, {"c_app": app, "c_key": key[:200], "c_seq": expect[0], "c_gen": expect[1],
+                                            "c_value": value, "c_at": to_db(now)})
+    else:
+        write_later(conn, _CURSOR_SAVE, {"c_app": app, "c_key": key[:200], "c_value": value, "c_at": to_db(now)})
 
 
 # ---------------------------------------------------------------------------
@@ -351,24 +372,37 @@ def _strategy(p: AssignParams) -> str:
     return p.strategy
 
 
-def lock_pool(rc: RunContext, p: AssignParams) -> tuple[str, dict]:
+def lock_pool(rc: RunContext, p: AssignParams) -> tuple[str, dict, tuple | None]:
     """Lock the pool's cursor (before choosing candidates, so that concurrent requests choose one
-    after the other); the users generation read with it spares the user directory a query."""
+    after the other); the users generation read with it spares the user directory a query.
+
+    Or, for a new record on PostgreSQL, take the cursor as this process last saw it, with the
+    directory's snapshot, and return what the write must find on the server (``(seq, users
+    generation)``, see :func:`save_cursor` and the module's docstring)."""
     uow = rc.uow
     key = _cursor_key(rc, p, "weighted" if _strategy(p) == "weighted" else "rr")
-    cur, generation = lock_cursor(uow.conn, uow.app.name, key, uow.now, {"seq": 0, "last": {}}, generation=True)
+    app = uow.app.name
+    remembered = rc.engine.cursors
+    known = remembered.get((app, key)) if rc.presave else None
+    if known is not None:
+        snap = uow.runtime.directory.cached()
+        if snap is not None and snap.generation is not None and optimistic.begin(uow.conn):
+            optimistic.on_retry(uow.conn, lambda: remembered.pop((app, key), None))
+            rc.__dict__["_users_generation"] = snap.generation
+            return key, dict(known), (int(known.get("seq") or 0), snap.generation)
+    cur, generation = lock_cursor(uow.conn, app, key, uow.now, {"seq": 0, "last": {}}, generation=True)
     rc.__dict__["_users_generation"] = generation
-    return key, cur
+    return key, cur, None
 
 
-def choose(rc: RunContext, p: AssignParams, users: list[User], locked: tuple[str, dict]) -> tuple[str | None, str]:
+def choose(rc: RunContext, p: AssignParams, users: list[User], locked: tuple[str, dict, tuple | None]) -> tuple[str | None, str]:
     """(user name, how) -- advances the pool's cursor, locked by :func:`lock_pool`."""
     if not users:
         return None, "no candidate"
     names = [u.username for u in users]
     uow = rc.uow
     strategy = _strategy(p)
-    key, cur = locked
+    key, cur, expect = locked
     last: dict = dict(cur.get("last") or {})
     seq = int(cur.get("seq") or 0)
     if strategy == "weighted":
@@ -394,7 +428,7 @@ def choose(rc: RunContext, p: AssignParams, users: list[User], locked: tuple[str
             return None, "all candidates have weight 0"
         current[best] -= total
         current = {k: v for k, v in current.items() if k in names}
-        save_cursor(uow.conn, uow.app.name, key, uow.now, {"seq": seq + 1, "last": last, "current": current})
+        _advance(rc, key, {"seq": seq + 1, "last": last, "current": current}, expect)
         return best, "weighted"
     if strategy == "least_open":
         counts = open_counts(rc, p, names)
@@ -411,8 +445,17 @@ def choose(rc: RunContext, p: AssignParams, users: list[User], locked: tuple[str
         how = "round_robin"
     seq += 1
     last[chosen] = seq
-    save_cursor(uow.conn, uow.app.name, key, uow.now, {"seq": seq, "last": last})
+    _advance(rc, key, {"seq": seq, "last": last}, expect)
     return chosen, how
+
+
+def _advance(rc: RunContext, key: str, value: dict, expect: tuple | None) -> None:
+    """Save the pool's cursor and remember it as saved: the next record of this process chooses
+    from it (if another transaction moves it meanwhile, that record's write finds out)."""
+    uow = rc.uow
+    save_cursor(uow.conn, uow.app.name, key, uow.now, value, expect)
+    if uow.conn.dialect.name == "postgresql":
+        rc.engine.cursors[(uow.app.name, key)] = value
 
 
 def assign(rc: RunContext, p: AssignParams) -> dict | None:

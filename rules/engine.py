@@ -87,6 +87,9 @@ class RuleEngine:
 
     def __init__(self, runtime: Any):
         self.rt = runtime
+        # (app, cursor key) -> the assignment cursor as this process last read or wrote it
+        # (PostgreSQL; rules.assignment chooses from it without a locked read)
+        self.cursors: dict[tuple[str, str], dict] = {}
 
     # -- definitions -----------------------------------------------------
     @staticmethod

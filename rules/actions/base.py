@@ -457,6 +457,11 @@ class RunContext:
         return self.uow.app
 
     @property
+    def engine(self) -> Any:
+        """The runtime's ``RuleEngine`` (what it remembers across requests: assignment cursors)."""
+        return self.uow.runtime.services["rules"]
+
+    @property
     def formdef(self) -> Any:
         # the unit of work, its app and the form are fixed for a run: looked up once
         fd = self._formdef
