@@ -59,6 +59,7 @@ class Records:
         self._tables: dict[str, tuple[dict[str, Table], set[str]]] = {}
         self._lookup_fields: dict[tuple, FieldDef] = {}
         self._trees: dict[tuple, Any] = {}
+        self._specs: dict[tuple, tuple] = {}
         self._file_fields: dict[tuple, tuple[str, ...]] = {}
         self._link_fields: dict[tuple, tuple[tuple[str, str], ...]] = {}
         # statements built once per (app digest, form): building a Core statement and its bind
@@ -606,14 +607,24 @@ class Records:
             if file_names and key in file_names:
                 raw = only_ids(raw)     # what a file is comes from loom_files, not from the request
             try:
-                spec = dict(f.spec)
-                spec["_tz"] = uow.app.tz
-                if f.type == "cascade" and f.spec.get("options_file"):
-                    spec["_options_tree"] = self._options_tree(uow.app, f.spec["options_file"])
-                values[key] = f.ftype.parse(raw, spec)
+                values[key] = f.ftype.parse(raw, self.parse_spec(uow.app, f))
             except FieldValueError as exc:
                 errors.append(_err(key, exc.code, _msg(uow, exc.message)))
         return values, errors, children
+
+    def parse_spec(self, app: AppDef, f: FieldDef) -> dict:
+        """The spec a field's parser takes: the field's own, with the app's timezone (and a cascade's
+        options tree) -- made once per app version and field, not copied for every value parsed.
+        Parsers only read it."""
+        key = (app.digest, id(f))
+        got = self._specs.get(key)
+        if got is None or got[0] is not f:         # (the FieldDef kept: its id is never another's)
+            spec = dict(f.spec)
+            spec["_tz"] = app.tz
+            if f.type == "cascade" and f.spec.get("options_file"):
+                spec["_options_tree"] = self._options_tree(app, f.spec["options_file"])
+            got = self._specs[key] = (f, spec)
+        return got[1]
 
     def _json_value(self, f: FieldDef, value: Any) -> Any:
         return f.ftype.to_json(value, f.spec) if value is not None else None
@@ -636,9 +647,7 @@ class Records:
             env = env or self.env(uow, form, rec)
             try:
                 value = f.default.evaluate(env, uow.eval_context())
-                spec = dict(f.spec)
-                spec["_tz"] = uow.app.tz
-                rec[name] = f.ftype.parse(_jsonable(value), spec) if value is not None else None
+                rec[name] = f.ftype.parse(_jsonable(value), self.parse_spec(uow.app, f)) if value is not None else None
             except (ExpressionError, FieldValueError):
                 rec[name] = None
 
@@ -859,20 +868,23 @@ class _Resolving(dict):
     def __init__(self, data: Mapping[str, Any], pending: _PendingLookups, linked: bool):
         super().__init__(data)
         self._pending, self._linked = pending, linked     # linked: show a link as its record (not ``record``)
+        self._waiting = pending.lookups                   # (the look-ups not run yet: a name read is checked here)
 
     def _ready(self, key: Any) -> None:
-        if key in self._pending:
-            value = self._pending.resolve(key)
-            if value is not None and self._linked:
-                value = self._pending.records.linked(self._pending.uow, self._pending.form.fields[key].target_form, value)
-            dict.__setitem__(self, key, value)
+        value = self._pending.resolve(key)
+        if value is not None and self._linked:
+            value = self._pending.records.linked(self._pending.uow, self._pending.form.fields[key].target_form, value)
+        dict.__setitem__(self, key, value)
 
     def get(self, key: Any, default: Any = None) -> Any:
-        self._ready(key)
+        # every name a check reads comes through here: one dict test for the usual case
+        if key in self._waiting:
+            self._ready(key)
         return dict.get(self, key, default)
 
     def __getitem__(self, key: Any) -> Any:
-        self._ready(key)
+        if key in self._waiting:
+            self._ready(key)
         return dict.__getitem__(self, key)
 
 

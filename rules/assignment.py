@@ -80,6 +80,7 @@ from .tables import claims, cursors
 STRATEGIES = ("round_robin", "least_open", "weighted", "match", "working_hours")
 TIE_BREAKS = ("least_open", "round_robin", "name")
 DEFAULT_CLAIM_CAP = 20
+MAX_REMEMBERED = 10_000      # assignment cursors a process remembers (RuleEngine.cursors)
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -455,7 +456,10 @@ def _advance(rc: RunContext, key: str, value: dict, expect: tuple | None) -> Non
     uow = rc.uow
     save_cursor(uow.conn, uow.app.name, key, uow.now, value, expect)
     if uow.conn.dialect.name == "postgresql":
-        rc.engine.cursors[(uow.app.name, key)] = value
+        remembered = rc.engine.cursors
+        if len(remembered) >= MAX_REMEMBERED:
+            remembered.clear()            # (pools keyed by many match values: start over, never grow without end)
+        remembered[(uow.app.name, key)] = value
 
 
 def assign(rc: RunContext, p: AssignParams) -> dict | None:
