@@ -35,3 +35,38 @@ def upgrade_platform(db: Database) -> None:
         command.upgrade(_config(conn), "heads")
         from .directory import install_triggers
         install_triggers(conn)
+        install_functions(conn)
+
+
+# The assignment cursor's checked advance (rules.assignment, engine.optimistic): a create that chose
+# from this process's remembered copy of a round-robin cursor advances the row only if it still has
+# the remembered ``seq`` and the users generation is unchanged, else raises 40001 "loom: stale
+# read ..." and the create runs again with the row read under a lock.  The UPDATE waits for a
+# concurrent transaction's lock on the row as FOR UPDATE does, then compares with what it committed.
+CURSOR_ADVANCE = """
+CREATE OR REPLACE FUNCTION loom_cursor_advance(p_app text, p_key text, p_seq bigint, p_gen bigint,
+                                               p_value json, p_at timestamp) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+  UPDATE loom_rule_cursors SET value = p_value, updated_at = p_at
+   WHERE app = p_app AND key = p_key
+     AND COALESCE((value ->> 'seq')::bigint, 0) = p_seq
+     AND (SELECT s.value FROM loom_sequences s WHERE s.app = '' AND s.key = 'users.gen') IS NOT DISTINCT FROM p_gen;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION USING ERRCODE = '40001',
+      MESSAGE = 'loom: stale read of the assignment cursor ' || p_key,
+      HINT = 'the create is run again with the cursor read under a lock';
+  END IF;
+END $$
+"""
+
+
+def install_functions(conn) -> None:
+    """(Re)create Loom's server-side functions (PostgreSQL), like ``install_triggers``, on every
+    start rather than in a migration: a database restored from a backup (``engine.backup``: tables,
+    rows and the migration version, no functions) gets them too.  Nothing runs when they are there."""
+    if conn.dialect.name != "postgresql":
+        return
+    signature = "loom_cursor_advance(text, text, bigint, bigint, json, timestamp)"
+    if conn.execute(text("SELECT to_regprocedure(:s)"), {"s": signature}).scalar() is None:
+        conn.exec_driver_sql(CURSOR_ADVANCE)

@@ -16,9 +16,9 @@ When the check fails, the work is done again, pessimistically:
 * :func:`begin` -- asked by the optimistic reader -- holds a ``SAVEPOINT`` in front of everything
   the unit writes, and says whether an optimistic read is allowed here;
 * when a statement fails with the stale-read error, :func:`attempt` rolls back to that savepoint
-  (the transaction's earlier work stays), runs the caller's undo callbacks (:func:`on_retry`:
-  forget the remembered copy), and runs the unit once more with optimistic reads off -- a locked
-  read, as before.
+  (the transaction's earlier work stays), runs the caller's callbacks (:func:`on_failure`:
+  forget the remembered copy; read under the lock for a while, as other processes write the row
+  too), and runs the unit once more with optimistic reads off -- a locked read, as before.
 
 An optimistic read is allowed only where a retry is safe and cheap: on PostgreSQL, inside a write
 transaction, in the innermost :func:`attempt`, before that unit has sent or held any statement
@@ -50,7 +50,7 @@ class _Frame:
         self.savepoint: str | None = None
         self.allowed = True
         self.sent, self.held = sent, held_now
-        self.undo: list[Callable[[], Any]] = []
+        self.undo: list[Callable[[bool], Any]] = []
 
 
 def is_stale(exc: BaseException) -> bool:
@@ -66,7 +66,7 @@ def attempt(conn: Connection, work: Callable[[], T]) -> T:
     """``work()``, run again once -- with optimistic reads off -- if an optimistic read in it turns
     out stale.  ``work`` must be safe to run twice: everything it wrote the first time is rolled
     back to the savepoint, and its Python-side effects must be undone by whoever made them
-    (:func:`on_retry`, or ``work`` itself on entry)."""
+    (:func:`on_failure`, or ``work`` itself on entry)."""
     tx = transaction(conn)
     if tx is None:
         return work()
@@ -76,10 +76,11 @@ def attempt(conn: Connection, work: Callable[[], T]) -> T:
         try:
             return work()
         except BaseException as exc:
+            stale = frame.savepoint is not None and isinstance(exc, DBAPIError) and is_stale(exc)
             undo, frame.undo = frame.undo, []
             for fn in undo:
-                fn()
-            if frame.savepoint is None or not isinstance(exc, DBAPIError) or not is_stale(exc):
+                fn(stale)
+            if not stale:
                 raise
         conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {frame.savepoint}")
         frame.savepoint, frame.allowed = None, False
@@ -109,11 +110,12 @@ def begin(conn: Connection) -> bool:
     return True
 
 
-def on_retry(conn: Connection, undo: Callable[[], Any]) -> None:
-    """Call ``undo`` if the current unit of work fails (stale, or any other error)."""
+def on_failure(conn: Connection, undo: Callable[[bool], Any]) -> None:
+    """Call ``undo(stale)`` if the current unit of work fails: ``stale`` when an optimistic read
+    turned out stale (the unit is then run again), False for any other error (it propagates)."""
     tx = transaction(conn)
     if tx is not None and tx.frames:
         tx.frames[-1].undo.append(undo)
 
 
-__all__ = ["STALE", "MAX_PER_TRANSACTION", "attempt", "begin", "on_retry", "is_stale"]
+__all__ = ["STALE", "MAX_PER_TRANSACTION", "attempt", "begin", "on_failure", "is_stale"]

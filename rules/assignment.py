@@ -45,7 +45,9 @@ goes with the INSERT -- which raises when the row's ``seq`` or the users
 generation is no longer the remembered one.  The create is then rolled back
 to its savepoint and run again with the locked read (:mod:`engine.optimistic`).
 So another process, an admin's change to the users, or a concurrent request
-costs a retry, never a choice made on a stale counter.
+costs a retry, never a choice made on a stale counter; after one, the pool's
+next ``LOCKED_AFTER_STALE`` records of this process read under the lock (where
+processes share a pool evenly, a retry every ~33 records, not every other one).
 
 The public pool: ``return_to_pool`` empties the owner and sets ``in_pool``
 and ``pool_entered_at`` (when the form has them); ``claim_from_pool`` lets the
@@ -81,6 +83,10 @@ STRATEGIES = ("round_robin", "least_open", "weighted", "match", "working_hours")
 TIE_BREAKS = ("least_open", "round_robin", "name")
 DEFAULT_CLAIM_CAP = 20
 MAX_REMEMBERED = 10_000      # assignment cursors a process remembers (RuleEngine.cursors)
+# after a stale remembered cursor (another process or request moved it), this many of the pool's next
+# records read it under the lock: where several processes share a pool evenly, a retry every ~33
+# records instead of every other one
+LOCKED_AFTER_STALE = 32
 _WEEKDAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
 
 
@@ -93,7 +99,7 @@ _CURSOR_LOCKED = _CURSOR.with_for_update()
 _CURSOR_GEN = select(cursors.c.value, USERS_GENERATION).where(cursors.c.app == bindparam("c_app"),
                                                                cursors.c.key == bindparam("c_key"))
 _CURSOR_GEN_LOCKED = _CURSOR_GEN.with_for_update(of=cursors)
-# the conditional advance of an optimistically read cursor (PostgreSQL; migration 0008_cursor_advance)
+# the conditional advance of an optimistically read cursor (PostgreSQL; engine.migrate.CURSOR_ADVANCE)
 _CURSOR_ADVANCE = select(func.loom_cursor_advance(
     bindparam("c_app", type_=String), bindparam("c_key", type_=String), bindparam("c_seq", type_=BigInteger),
     bindparam("c_gen", type_=BigInteger), bindparam("c_value", type_=JSON), bindparam("c_at", type_=DateTime)))
@@ -383,12 +389,20 @@ def lock_pool(rc: RunContext, p: AssignParams) -> tuple[str, dict, tuple | None]
     uow = rc.uow
     key = _cursor_key(rc, p, "weighted" if _strategy(p) == "weighted" else "rr")
     app = uow.app.name
-    remembered = rc.engine.cursors
+    engine = rc.engine
+    remembered, contended = engine.cursors, engine.contended
     known = remembered.get((app, key)) if rc.presave else None
+    if known is not None and contended.get((app, key)):
+        contended[(app, key)] -= 1          # moved elsewhere lately: the locked read, for a while
+        known = None
     if known is not None:
         snap = uow.runtime.directory.cached()
         if snap is not None and snap.generation is not None and optimistic.begin(uow.conn):
-            optimistic.on_retry(uow.conn, lambda: remembered.pop((app, key), None))
+            def forget(stale: bool) -> None:
+                remembered.pop((app, key), None)
+                if stale:
+                    contended[(app, key)] = LOCKED_AFTER_STALE
+            optimistic.on_failure(uow.conn, forget)
             rc.__dict__["_users_generation"] = snap.generation
             return key, dict(known), (int(known.get("seq") or 0), snap.generation)
     cur, generation = lock_cursor(uow.conn, app, key, uow.now, {"seq": 0, "last": {}}, generation=True)
@@ -456,9 +470,11 @@ def _advance(rc: RunContext, key: str, value: dict, expect: tuple | None) -> Non
     uow = rc.uow
     save_cursor(uow.conn, uow.app.name, key, uow.now, value, expect)
     if uow.conn.dialect.name == "postgresql":
-        remembered = rc.engine.cursors
+        remembered, contended = rc.engine.cursors, rc.engine.contended
         if len(remembered) >= MAX_REMEMBERED:
             remembered.clear()            # (pools keyed by many match values: start over, never grow without end)
+        if len(contended) >= MAX_REMEMBERED:
+            contended.clear()
         remembered[(uow.app.name, key)] = value
 
 

@@ -90,6 +90,8 @@ class RuleEngine:
         # (app, cursor key) -> the assignment cursor as this process last read or wrote it
         # (PostgreSQL; rules.assignment chooses from it without a locked read)
         self.cursors: dict[tuple[str, str], dict] = {}
+        # (app, cursor key) -> how many more records read it under the lock (it was found stale)
+        self.contended: dict[tuple[str, str], int] = {}
 
     # -- definitions -----------------------------------------------------
     @staticmethod
