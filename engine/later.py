@@ -391,6 +391,20 @@ def hold_sql(conn: Connection, sql: str) -> None:
         pending.append((None, sql))
 
 
+def unhold_from(conn: Connection, index: int, sql: str) -> bool:
+    """Drop the held statement ``sql`` at ``index`` and everything held after it, if it is still
+    there, unsent; else (it was sent) drop everything held now, which was all held after it.
+    Returns whether ``sql`` itself was dropped.  (A failed unit of work's savepoint and its writes.)"""
+    pending = conn.info.get(_PENDING)
+    if not pending:
+        return False
+    if len(pending) > index and pending[index] == (None, sql):
+        del pending[index:]
+        return True
+    pending.clear()
+    return False
+
+
 def _ride_along(conn: Connection, cursor: Any, statement: str, parameters: Any, context: Any,
                 executemany: bool) -> tuple[str, Any]:
     tx = conn.info.get(_TX)
@@ -451,4 +465,4 @@ def release(conn: Connection) -> None:
 
 
 __all__ = ["write_later", "execute_row", "literals_ok", "holding", "holding_writes", "made_here", "flush", "install", "hold",
-           "release", "held", "hold_sql", "transaction", "Transaction"]
+           "release", "held", "hold_sql", "unhold_from", "transaction", "Transaction"]

@@ -16,7 +16,7 @@ When the check fails, the work is done again, pessimistically:
 * :func:`begin` -- asked by the optimistic reader -- holds a ``SAVEPOINT`` in front of everything
   the unit writes, and says whether an optimistic read is allowed here;
 * when a statement fails with the stale-read error, :func:`attempt` rolls back to that savepoint
-  (the transaction's earlier work stays), runs the caller's callbacks (:func:`on_failure`:
+  (the transaction's earlier work stays; writes still held are dropped), runs the caller's callbacks (:func:`on_failure`:
   forget the remembered copy; read under the lock for a while, as other processes write the row
   too), and runs the unit once more with optimistic reads off -- a locked read, as before.
 
@@ -24,7 +24,9 @@ An optimistic read is allowed only where a retry is safe and cheap: on PostgreSQ
 transaction, in the innermost :func:`attempt`, before that unit has sent or held any statement
 (so the savepoint covers all of it), and for at most :data:`MAX_PER_TRANSACTION` units per
 transaction (each savepoint is a subtransaction; a bulk import of many records reads under the
-lock).  Concurrent transactions stay correct either way: the conditional write waits for the
+lock).  A unit that fails for another reason is undone the same way before its error propagates, so
+a caller that goes on in the transaction never meets its checked write.  Concurrent transactions
+stay correct either way: the conditional write waits for the
 row's lock like ``FOR UPDATE`` does, and then sees the other transaction's committed value.
 """
 from __future__ import annotations
@@ -34,7 +36,7 @@ from typing import Any, Callable, TypeVar
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import DBAPIError
 
-from .later import held, hold_sql, transaction
+from .later import held, hold_sql, transaction, unhold_from
 
 STALE = "loom: stale read"       # message prefix of the conditional writes' error (SQLSTATE 40001)
 MAX_PER_TRANSACTION = 8
@@ -49,7 +51,7 @@ class _Frame:
     def __init__(self, sent: int, held_now: int):
         self.savepoint: str | None = None
         self.allowed = True
-        self.sent, self.held = sent, held_now
+        self.sent, self.held = sent, held_now    # (``held``: also where the savepoint is held, see begin)
         self.undo: list[Callable[[bool], Any]] = []
 
 
@@ -81,14 +83,27 @@ def attempt(conn: Connection, work: Callable[[], T]) -> T:
             for fn in undo:
                 fn(stale)
             if not stale:
+                if frame.savepoint is not None:
+                    # a check refused the record, a rule failed...: nothing of this unit is left to
+                    # run into its checked write later, should the caller go on in this transaction
+                    try:
+                        _discard(conn, frame)
+                    except DBAPIError:
+                        pass              # (a dead connection: the caller's rollback says so)
                 raise
-        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {frame.savepoint}")
+        _discard(conn, frame)
         frame.savepoint, frame.allowed = None, False
         global retries
         retries += 1
         return work()
     finally:
         tx.frames.pop()
+
+
+def _discard(conn: Connection, frame: _Frame) -> None:
+    """Undo a unit's writes: drop those still held, and roll back to its savepoint if that was sent."""
+    if not unhold_from(conn, frame.held, f"SAVEPOINT {frame.savepoint}"):
+        conn.exec_driver_sql(f"ROLLBACK TO SAVEPOINT {frame.savepoint}")
 
 
 def begin(conn: Connection) -> bool:

@@ -11,6 +11,7 @@ from sqlalchemy import event, update
 
 from engine import optimistic
 from engine import platform as P
+from engine.errors import RecordInvalid
 from tests.conftest import pg_database
 from tests.rules.pkg import Session, add_user, rule_log, setup_app
 from tests.rules.test_assignment import assign_rules
@@ -200,3 +201,27 @@ def test_a_restored_database_gets_the_checked_write_on_start(pg_url, make_runtim
     with statements(rt) as seen:
         assert [lead(rt, i)["owner"] for i in range(3)] == ["ann", "bob", "ann"]
     assert sum("loom_cursor_advance" in s for s in seen) == 2
+
+
+@pytest.mark.parametrize("sent", [True, False], ids=["savepoint-sent", "savepoint-held"])
+def test_a_refused_lead_leaves_no_checked_write_behind(two, sent):
+    # the form's check refuses the lead after its rules chose an owner from a stale remembered cursor;
+    # the caller goes on in the same transaction (like POST .../check, which then looks for duplicates).
+    # sent: users never assigned tie, and the open-records count that breaks the tie carries the
+    # savepoint to the server before the check; held: no tie, the savepoint is still held
+    a, b = two
+    if sent:
+        assert lead(a, 0)["owner"] == "ann" and lead(b, 1)["owner"] == "bob"
+        expected = ["cat", "dan", "ann"]
+    else:
+        assert [lead(a, i)["owner"] for i in range(4)] == ["ann", "bob", "cat", "dan"]
+        assert lead(b, 4)["owner"] == "ann"
+        expected = ["bob", "cat", "dan"]
+    s = Session(a)
+    with a.db.write() as conn:
+        uow = s.uow(conn)
+        with pytest.raises(RecordInvalid) as refused:
+            a.services["records"].create(uow, "lead", {"region": "east"}, trusted=True)      # no name
+        assert refused.value.errors[0]["field"] == "name"
+        assert a.services["records"].duplicates(uow, "lead", {"name": "x"}) == []             # runs fine
+    assert [lead(a, i)["owner"] for i in range(5, 8)] == expected                      # no turn skipped
