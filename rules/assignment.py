@@ -476,6 +476,8 @@ def _advance(rc: RunContext, key: str, value: dict, expect: tuple | None) -> Non
         if len(contended) >= MAX_REMEMBERED:
             contended.clear()
         remembered[(uow.app.name, key)] = value
+        # the create failing (a check refused it): its transaction may never write this value
+        optimistic.on_failure(uow.conn, lambda _stale, k=(uow.app.name, key): remembered.pop(k, None))
 
 
 def assign(rc: RunContext, p: AssignParams) -> dict | None:

@@ -225,3 +225,16 @@ def test_a_refused_lead_leaves_no_checked_write_behind(two, sent):
         assert refused.value.errors[0]["field"] == "name"
         assert a.services["records"].duplicates(uow, "lead", {"name": "x"}) == []             # runs fine
     assert [lead(a, i)["owner"] for i in range(5, 8)] == expected                      # no turn skipped
+
+
+def test_a_refused_lead_read_under_the_lock_is_not_remembered(two):
+    # the first lead of a process reads the cursor under the lock; refused and rolled back, its
+    # choice must not be remembered as the cursor (the next lead would run twice on it)
+    a, _ = two
+    s = Session(a)
+    with pytest.raises(RecordInvalid):
+        with a.db.write() as conn:
+            a.services["records"].create(s.uow(conn), "lead", {"region": "east"}, trusted=True)
+    before = optimistic.retries
+    assert [lead(a, i)["owner"] for i in range(3)] == ["ann", "bob", "cat"]
+    assert optimistic.retries - before == 0
