@@ -120,12 +120,20 @@ class _Meter:
         return wrapper
 
 
+def _optimistic_default() -> int:
+    from engine import optimistic
+    return optimistic.MAX_PER_TRANSACTION
+
+
+_OPTIMISTIC = _optimistic_default()      # the engine's own setting, restored after each locked-read create
+
+
 def _create_one(rt, app, i: int, idle: bool, meter: _Meter, locked: bool = False) -> tuple[float, int, float, float]:
     from engine import optimistic
     from engine.auth import SYSTEM_USER
     from engine.uow import UnitOfWork
     records = rt.services["records"]
-    optimistic.MAX_PER_TRANSACTION = 0 if locked else 8
+    optimistic.MAX_PER_TRANSACTION = 0 if locked else _OPTIMISTIC
     s0, r0 = meter.statements, meter.in_rules
     c = time.thread_time()
     t = time.perf_counter()
