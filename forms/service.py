@@ -10,7 +10,8 @@ and flows engines react to in the same transaction.
 from __future__ import annotations
 
 import datetime as dt
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from sqlalchemy import Table, and_, bindparam, func, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
@@ -41,6 +42,13 @@ def _msg(uow: UnitOfWork, text: Mapping[str, str] | str) -> str:
     if isinstance(text, str):
         return text
     return text.get(uow.lang) or text.get("zh") or text.get("en") or ""
+
+
+def _not_again(errors: list[dict], more: list[dict]) -> list[dict]:
+    """The record's checks, less those on a field whose value was already refused: a note four
+    characters long is 'too short', not also 'required' (the refused value never reached the record)."""
+    refused = {e.get("field") for e in errors}
+    return [e for e in more if e.get("field") is None or e.get("field") not in refused]
 
 
 def _err(field: str | None, code: str, message: str) -> dict:
@@ -405,7 +413,7 @@ class Records:
         self._apply_defaults(uow, form, rec, values)
         self._compute_formulas(uow, form, rec)
         by, verified, pending = self._before_insert(uow, form, rec, values, g) if not errors else ({}, {}, None)
-        errors += self._check_record(uow, form, rec, None, table, verified=verified, pending=pending)
+        errors += _not_again(errors, self._check_record(uow, form, rec, None, table, verified=verified, pending=pending))
         if errors:
             raise RecordInvalid([dict(e, message=f"{by[e['field']]}: {e['message']}") if e.get("field") in by else e
                                  for e in errors])
@@ -463,7 +471,7 @@ class Records:
             rec["owner"] = data["owner"] or None
         self._compute_formulas(uow, form, rec)
         changed = {k for k in form.fields if rec.get(k) != old.get(k)} | {k for k in ("owner", "state") if rec.get(k) != old.get(k)}
-        errors += self._check_record(uow, form, rec, old, table, only_changed=changed)
+        errors += _not_again(errors, self._check_record(uow, form, rec, old, table, only_changed=changed))
         if errors:
             raise RecordInvalid(errors)
         if not changed and not children:

@@ -43,6 +43,18 @@ def test_per_field_errors_all_at_once(api):
     assert all(e["message"] for e in r.json()["errors"])
 
 
+def test_a_refused_value_is_one_error_not_also_required(api):
+    """A required field whose value is refused gets that reason only -- not also 'required', which
+    would tell the user the field is empty when they did fill it in."""
+    h = setup_app(api)
+    r = api.http.post("/api/apps/mini/customer", json={"name": "名" * 21, "region": "east"}, headers=h["admin"])
+    assert r.status_code == 422
+    assert [(e["field"], e["code"]) for e in r.json()["errors"]] == [("name", "too_long")]
+    edit = api.http.post("/api/apps/mini/customer", json={"name": "王芳", "region": "east"}, headers=h["admin"]).json()
+    r = api.http.patch(f"/api/apps/mini/customer/{edit['id']}", json={"name": "名" * 21}, headers=h["admin"])
+    assert [(e["field"], e["code"]) for e in r.json()["errors"]] == [("name", "too_long")]
+
+
 def test_unique_pii_phone_and_exact_search(api):
     h = setup_app(api)
     body = {"name": "李雷", "phone": "13800000001", "region": "east"}
