@@ -34,7 +34,8 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from engine import platform as P
 from engine.clock import from_db, to_db

@@ -10,7 +10,8 @@ import datetime as dt
 from dataclasses import dataclass
 from types import MappingProxyType
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from . import runtime as rt
 from .context import UTC, EvalContext

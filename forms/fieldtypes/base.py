@@ -26,7 +26,8 @@ import difflib
 import json
 import re
 import unicodedata
-from typing import Any, Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any, Callable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql

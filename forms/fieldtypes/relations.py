@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import sqlalchemy as sa
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 import ast
 import json
 import re
-from typing import Any, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .base import (EMPTY_OPS, LIST_OPS, FieldType, JsonListFilters, check_lengths, check_text_value, clean_text, fail,
                    is_empty, json_column, json_contains_clause, json_list_input, jsonable, nfkc, quote_list, register,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime as dt
 import itertools
+import weakref
 from functools import partial
 from typing import Any, Callable, Iterable, Mapping
 
@@ -29,7 +30,7 @@ from engine.errors import LoomError, RecordInvalid
 from engine.expressions import ExpressionError, compile_expression
 from engine.problems import one_of, suggest
 
-from .links import LazyMapping, LinkRef, link_env, link_ref, plain
+from .links import LazyMapping, LinkRef, link_env, link_ref, load_linked, plain
 
 SYSTEM_ROOTS = ("current_user", "settings", "app", "record", "old", "true", "false", "null", "None", "True", "False")
 # Extra names a rule's expressions may use besides the record's fields:
@@ -534,7 +535,11 @@ class RunContext:
             shared = uow.__dict__["_rule_contexts"] = (uow.now, uow.app, {})
         got = shared[2].get(changed)
         if got is None:
-            got = shared[2][changed] = uow.eval_context(changed=changed.__contains__, exists=partial(_exists, uow, records))
+            # the unit of work keeps this context, so ``exists()`` holds it by a weak reference: a
+            # strong one would make a cycle, and every request's objects would wait for the
+            # garbage collector instead of going when the request ends
+            got = shared[2][changed] = uow.eval_context(changed=changed.__contains__,
+                                                        exists=partial(_exists_in, weakref.ref(uow), records))
         return got
 
     def truthy(self, expr: Any, env: Mapping | None = None) -> bool:
@@ -542,22 +547,10 @@ class RunContext:
 
     # -- users -----------------------------------------------------------
     def user(self, name: str | None) -> Any:
-        if not name:
-            return None
-        if name not in self._users:
-            self._users[name] = self.uow.runtime.directory.user(self.uow.conn, name)
-        return self._users[name]
+        return _user(self._users, self.uow, name)
 
     def linked(self, form: str, record_id: Any) -> dict | None:
-        if record_id is None:
-            return None
-        key = (form, record_id)
-        if key not in self._links:
-            try:
-                self._links[key] = self.records.load(self.uow, form, int(record_id))
-            except (TypeError, ValueError):
-                self._links[key] = None
-        return self._links[key]
+        return load_linked(self._links, self.records, self.uow, form, record_id)
 
     def forget_link(self, form: str, record_id: Any) -> None:
         self._links.pop((form, record_id), None)
@@ -614,6 +607,19 @@ class RunContext:
             if fresh is not None:
                 self.record = fresh
                 self.invalidate()
+
+
+def _user(users: dict, uow: Any, name: str | None) -> Any:
+    """The user ``name`` from the directory, once per run (``users``: the run's cache)."""
+    if not name:
+        return None
+    if name not in users:
+        users[name] = uow.runtime.directory.user(uow.conn, name)
+    return users[name]
+
+
+def _exists_in(uow_ref: Any, records: Any, form: str, conds: Mapping[str, Any]) -> bool:
+    return _exists(uow_ref(), records, form, conds)
 
 
 def _exists(uow: Any, records: Any, form: str, conds: Mapping[str, Any]) -> bool:
@@ -676,11 +682,14 @@ def _owner_user(rc: RunContext, owner_name: Any) -> Any:
     """``owner_user``: the owner's attributes, read from the user directory on first use."""
     if not owner_name:
         return None
+    # (not a closure over ``rc``: the names it goes into belong to ``rc``, and that cycle would
+    # leave every run's objects to the garbage collector)
+    return LazyMapping(partial(_user_env, rc._users, rc.uow, owner_name))
 
-    def owner_env() -> Mapping | None:
-        owner = rc.user(owner_name)
-        return owner.env() if owner is not None else None
-    return LazyMapping(owner_env)
+
+def _user_env(users: dict, uow: Any, name: str) -> Mapping | None:
+    user = _user(users, uow, name)
+    return user.env() if user is not None else None
 
 
 def _link_fields(rc: RunContext) -> frozenset:

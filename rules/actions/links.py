@@ -10,6 +10,7 @@ costs a query only when a rule actually reads through the link.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any, Callable
 
 _UNSET = object()
@@ -125,6 +126,19 @@ def link_ref(rc: Any, target: str, value: Any) -> "LinkRef | None":
 
 
 def _loader(rc: Any, form: str, record_id: int) -> Callable[[], Mapping | None]:
-    def load() -> Mapping | None:
-        return rc.linked(form, record_id)
-    return load
+    # what ``rc.linked`` reads, not ``rc`` itself: the ref goes into ``rc``'s names, and a cycle
+    # would leave every run's objects to the garbage collector
+    return partial(load_linked, rc._links, rc.records, rc.uow, form, record_id)
+
+
+def load_linked(links: dict, records: Any, uow: Any, form: str, record_id: Any) -> Mapping | None:
+    """The linked record ``(form, record_id)``, once per run (``links``: the run's cache)."""
+    if record_id is None:
+        return None
+    key = (form, record_id)
+    if key not in links:
+        try:
+            links[key] = records.load(uow, form, int(record_id))
+        except (TypeError, ValueError):
+            links[key] = None
+    return links[key]

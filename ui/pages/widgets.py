@@ -12,7 +12,8 @@ import datetime as dt
 import decimal
 import json
 from collections.abc import Mapping
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from forms.model import FieldDef, FormDef
 
