@@ -70,6 +70,7 @@ class Records:
         self._specs: dict[tuple, tuple] = {}
         self._file_fields: dict[tuple, tuple[str, ...]] = {}
         self._link_fields: dict[tuple, tuple[tuple[str, str], ...]] = {}
+        self._link_aliases: dict[tuple, Any] = {}      # (app digest, form, link field) -> its join alias
         # statements built once per (app digest, form): building a Core statement and its bind
         # parameters on every request was a visible share of an API create
         self._statements: dict[tuple, Any] = {}
@@ -226,10 +227,22 @@ class Records:
             target = tables[link.target_form]
             if joins is not None:
                 if head not in joins:
-                    joins[head] = target.alias(f"link_{head}")
+                    joins[head] = self._link_alias(uow.app, form, head, target)
                 return joins[head].c[path[1]]
             return select(target.c[path[1]]).where(target.c.id == table.c[head]).scalar_subquery()
         return resolve
+
+    def _link_alias(self, app: AppDef, form: FormDef, link: str, target: Table) -> Any:
+        """The alias a row filter joins ``link``'s table under, made once per app version: an alias
+        is an immutable part of a query, and making it copies all the target's columns (and left
+        them in reference cycles) on every filtered read."""
+        key = (app.digest, form.name, link)
+        got = self._link_aliases.get(key)
+        if got is None or got.element is not target:
+            if len(self._link_aliases) > 2000:
+                self._link_aliases.clear()
+            got = self._link_aliases[key] = target.alias(f"link_{link}")
+        return got
 
     # -- reading ---------------------------------------------------------
     def readable(self, uow: UnitOfWork, form: FormDef, action: str = "read") -> tuple[Select, Grant]:

@@ -619,7 +619,10 @@ def _user(users: dict, uow: Any, name: str | None) -> Any:
 
 
 def _exists_in(uow_ref: Any, records: Any, form: str, conds: Mapping[str, Any]) -> bool:
-    return _exists(uow_ref(), records, form, conds)
+    uow = uow_ref()
+    if uow is None:        # (its run contexts hold the unit of work while they evaluate)
+        raise ExpressionError("exists() was called after its request ended")
+    return _exists(uow, records, form, conds)
 
 
 def _exists(uow: Any, records: Any, form: str, conds: Mapping[str, Any]) -> bool:
