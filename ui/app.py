@@ -169,5 +169,32 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
+class RefuseNul:
+    """Answers 400 to a URL whose path or query carries a NUL character (``%00``).  No Loom
+    parameter can hold one and PostgreSQL refuses it in any string, so without this a search such
+    as ``?q=%00`` reached the database and came back as a 500."""
+
+    MESSAGE = ("网址中含有空字符（%00），请删除后重试。 The address contains a NUL character (%00); "
+               "remove it and try again.")
+
+    def __init__(self, app) -> None:
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "http" and (b"%00" in scope.get("query_string", b"")
+                                        or "\x00" in scope.get("path", "")):
+            request = Request(scope)
+            if wants_html(request):
+                from .pages.common import error_page
+                response = error_page(request, 400, self.MESSAGE)
+            else:
+                response = JSONResponse({"errors": [{"field": None, "code": "bad_request", "message": self.MESSAGE}]},
+                                        status_code=400)
+            await response(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+
 def _security_headers(app: FastAPI) -> None:
-    app.add_middleware(SecurityHeaders)
+    app.add_middleware(RefuseNul)
+    app.add_middleware(SecurityHeaders)      # (added last: the outermost, so the 400 gets the headers too)

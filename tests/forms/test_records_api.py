@@ -190,3 +190,19 @@ def test_a_create_whose_answer_shows_a_linked_records_personal_data_audits_it(ap
     # the customer's own create (its phone was the caller's input) wrote none; the agent's was masked
     assert [(r.actor, r.form, r.record_id) for r in rows] == [("boss", "ticket", shown.json()["id"])]
     assert rows[0].details["fields"] == ["customer_phone"]
+
+
+def test_a_nul_character_in_the_address_is_a_clear_400_not_a_database_error(api):
+    """PostgreSQL refuses NUL in any string: a search for ``%00`` reached it and came back as a 500."""
+    h = setup_app(api)
+    assert api.http.post("/api/apps/mini/customer", json={"name": "王芳", "region": "east"}, headers=h["admin"]).status_code == 201
+    for query in ("q=%00", "q=%E7%8E%8B%00", "name=a%00b", "region__in=east,%00"):
+        r = api.http.get(f"/api/apps/mini/customer?{query}", headers=h["admin"])
+        assert r.status_code == 400, (query, r.text)
+        assert r.json()["errors"][0]["code"] == "bad_request" and "NUL" in r.json()["errors"][0]["message"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+    page = api.http.get("/apps/mini/customer?q=%00", headers={**h["admin"], "Accept": "text/html"})
+    assert page.status_code == 400 and "text/html" in page.headers["content-type"] and "%00" in page.text
+    # an encoded percent sign is ordinary text, and the search still works
+    assert api.http.get("/api/apps/mini/customer?q=%2500", headers=h["admin"]).json()["total"] == 0
+    assert api.http.get("/api/apps/mini/customer?q=%E7%8E%8B", headers=h["admin"]).json()["total"] == 1
