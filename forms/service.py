@@ -29,7 +29,7 @@ from engine.uow import MAX_DEPTH, UnitOfWork
 
 from .access import Grant, grant, row_filter_sql
 from .attachments import attach_files, file_field_names, only_ids, resolve_files
-from .fieldtypes import FieldValueError
+from .fieldtypes import FieldValueError, get_type
 from .model import SYSTEM_COLUMNS, FieldDef, FormDef
 from .sequences import allocate
 from .tables import bi_column, build_tables, child_forms
@@ -43,6 +43,10 @@ def _msg(uow: UnitOfWork, text: Mapping[str, str] | str) -> str:
         return text
     return text.get(uow.lang) or text.get("zh") or text.get("en") or ""
 
+
+# the type a system column's ?filter parses with
+_SYSTEM_FILTER_TYPES = {"id": "number", "created_at": "datetime", "updated_at": "datetime",
+                        "created_by": "text", "owner": "text", "state": "text"}
 
 def _not_again(errors: list[dict], more: list[dict]) -> list[dict]:
     """The record's checks, less those on a field whose value was already refused: a note four
@@ -339,35 +343,50 @@ class Records:
         return [self.decode(form, r) for r in rows], total
 
     def _filter_conditions(self, uow, form: FormDef, table: Table, filters: Mapping[str, str], g: Grant) -> list:
+        """``?field__op=value`` -> SQL conditions.  Values are parsed by the field's type with the
+        app's timezone (``assigned_at__gte=2026-11-23`` is from the start of that day in the app's
+        timezone, as the record's own dates are entered); the system columns by the type they are
+        (``id`` a number, ``created_at``/``updated_at`` a datetime, the rest text).  A value that
+        does not parse is a 422 naming the filter, never a database error."""
         conds: list[ColumnElement] = []
         for key, raw in filters.items():
             name, _, op = key.partition("__")
             op = op or "eq"
             if name in SYSTEM_COLUMNS:
-                col = table.c[name]
-                value = int(raw) if name == "id" and str(raw).isdigit() else raw
-                conds.append(_op(col, op, value, name))
-                continue
-            f = form.fields.get(name)
-            if f is None or not f.stored or name in g.hidden:
-                raise RecordInvalid([_err(name, "unknown_field", f"cannot filter by '{name}': no such field")])
-            if op not in f.ftype.filter_ops and op != "eq":
-                raise RecordInvalid([_err(name, "bad_operator", f"'{op}' is not a filter for {f.type} fields; use one of: {', '.join(f.ftype.filter_ops)}")])
+                ftype, spec = get_type(_SYSTEM_FILTER_TYPES[name]), self._system_filter_spec(uow.app)
+            else:
+                f = form.fields.get(name)
+                if f is None or not f.stored or name in g.hidden:
+                    raise RecordInvalid([_err(name, "unknown_field", f"cannot filter by '{name}': no such field")])
+                ftype, spec = f.ftype, self.parse_spec(uow.app, f)
+                if f.pii and op not in ("eq", "empty"):
+                    raise RecordInvalid([_err(name, "bad_operator", f"'{name}' is personal data: only exact match is possible")])
+            if op not in ftype.filter_ops and op != "eq":
+                raise RecordInvalid([_err(name, "bad_operator", f"'{op}' is not a filter for {ftype.name} fields; use one of: {', '.join(ftype.filter_ops)}")])
             if op == "empty":
                 conds.append(table.c[name].is_(None) if str(raw).lower() in ("1", "true", "yes") else table.c[name].is_not(None))
                 continue
             try:
-                value = f.ftype.parse_filter(op, raw, dict(f.spec))
+                value = ftype.parse_filter(op, raw, spec)
             except FieldValueError as exc:
                 raise RecordInvalid([_err(name, exc.code, _msg(uow, exc.message))]) from None
-            if f.pii:
-                if op != "eq":
-                    raise RecordInvalid([_err(name, "bad_operator", f"'{name}' is personal data: only exact match is possible")])
+            if value is None and op not in ("eq", "ne"):
+                raise RecordInvalid([_err(name, "missing_value", _msg(uow, _bilingual(
+                    f"筛选条件“{key}”缺少值，例如 {key}=…", f"the filter '{key}' needs a value, e.g. {key}=...")))])
+            if name not in SYSTEM_COLUMNS and form.fields[name].pii:
                 conds.append(table.c[bi_column(name)] == self.rt.keyring.blind_index(str(value)))
                 continue
-            special = f.ftype.filter_clause(table.c[name], op, value, dict(f.spec))
+            special = ftype.filter_clause(table.c[name], op, value, spec)
             conds.append(special if special is not None else _op(table.c[name], op, value, name))
         return conds
+
+    def _system_filter_spec(self, app: AppDef) -> dict:
+        """What the system columns' filters parse with: the app's timezone (made once per app version)."""
+        key = (app.digest, "system filters")
+        got = self._specs.get(key)
+        if got is None:
+            got = self._specs[key] = (None, {"_tz": app.tz})
+        return got[1]
 
     def _search_condition(self, form: FormDef, table: Table, q: str) -> ColumnElement:
         q = q.strip()[:100]

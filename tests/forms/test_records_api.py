@@ -206,3 +206,36 @@ def test_a_nul_character_in_the_address_is_a_clear_400_not_a_database_error(api)
     # an encoded percent sign is ordinary text, and the search still works
     assert api.http.get("/api/apps/mini/customer?q=%2500", headers=h["admin"]).json()["total"] == 0
     assert api.http.get("/api/apps/mini/customer?q=%E7%8E%8B", headers=h["admin"]).json()["total"] == 1
+
+
+def test_filters_that_do_not_parse_are_a_422_naming_the_filter(api):
+    """System columns filter by their type and empty range values are refused -- each of these was
+    a database error (500) before."""
+    h = setup_app(api)
+    made = api.http.post("/api/apps/mini/customer", json={"name": "王芳", "region": "east", "visits": 3}, headers=h["admin"]).json()
+    for query, field, code in (("visits__gte=", "visits", "missing_value"), ("created_at__gte=", "created_at", "missing_value"),
+                               ("created_at__gte=abc", "created_at", "invalid_datetime"), ("id=abc", "id", "invalid_number"),
+                               ("id__in=1,x", "id", "invalid_number"), ("created_at__between=x", "created_at", "invalid_range"),
+                               ("owner__gte=a", "owner", "bad_operator")):
+        r = api.http.get(f"/api/apps/mini/customer?{query}", headers=h["admin"])
+        assert r.status_code == 422, (query, r.text)
+        assert [(e["field"], e["code"]) for e in r.json()["errors"]] == [(field, code)], query
+        assert r.json()["errors"][0]["message"]
+    ok = {"id": made["id"], "id__in": f"{made['id']},999", "created_by": "root", "created_at__between": "2026-11-23,2026-11-23",
+          "visits__between": "1,5"}
+    for key, value in ok.items():
+        got = api.http.get(f"/api/apps/mini/customer?{key}={value}", headers=h["admin"]).json()
+        assert [x["id"] for x in got["items"]] == [made["id"]], key
+
+
+def test_a_time_in_a_filter_is_in_the_apps_timezone(api):
+    """The record was made at 10:00 in Shanghai (02:00 UTC): 'from 09:00' finds it, 'from 11:00'
+    does not -- as a user in the app's timezone means them (they were read as UTC before)."""
+    h = setup_app(api)
+    made = api.http.post("/api/apps/mini/customer", json={"name": "王芳", "region": "east"}, headers=h["admin"]).json()
+    found = api.http.get("/api/apps/mini/customer?created_at__gte=2026-11-23T09:00", headers=h["admin"]).json()
+    assert [x["id"] for x in found["items"]] == [made["id"]]
+    assert api.http.get("/api/apps/mini/customer?created_at__gte=2026-11-23T11:00", headers=h["admin"]).json()["total"] == 0
+    # a day alone is the whole local day
+    assert api.http.get("/api/apps/mini/customer?created_at__lte=2026-11-22", headers=h["admin"]).json()["total"] == 0
+    assert api.http.get("/api/apps/mini/customer?created_at__gte=2026-11-23", headers=h["admin"]).json()["total"] == 1
