@@ -48,6 +48,7 @@ def _msg(uow: UnitOfWork, text: Mapping[str, str] | str) -> str:
 _SYSTEM_FILTER_TYPES = {"id": "number", "created_at": "datetime", "updated_at": "datetime",
                         "created_by": "text", "owner": "text", "state": "text"}
 
+
 def _not_again(errors: list[dict], more: list[dict]) -> list[dict]:
     """The record's checks, less those on a field whose value was already refused: a note four
     characters long is 'too short', not also 'required' (the refused value never reached the record)."""
@@ -374,7 +375,8 @@ class Records:
                 raise RecordInvalid([_err(name, "missing_value", _msg(uow, _bilingual(
                     f"筛选条件“{key}”缺少值，例如 {key}=…", f"the filter '{key}' needs a value, e.g. {key}=...")))])
             if name not in SYSTEM_COLUMNS and form.fields[name].pii:
-                conds.append(table.c[bi_column(name)] == self.rt.keyring.blind_index(str(value)))
+                conds.append(table.c[name].is_(None) if value is None       # (``phone=``: no phone)
+                             else table.c[bi_column(name)] == self.rt.keyring.blind_index(str(value)))
                 continue
             special = ftype.filter_clause(table.c[name], op, value, spec)
             conds.append(special if special is not None else _op(table.c[name], op, value, name))
