@@ -179,3 +179,12 @@ def test_a_transition_answering_with_personal_data_audits_it(api, package_dir):
         rows = conn.execute(select(P.audit.c.actor, P.audit.c.record_id, P.audit.c.details)
                             .where(P.audit.c.action == "pii.read")).all()
     assert [(x.actor, x.record_id) for x in rows] == [("amy", rid)] and rows[0].details["fields"] == ["subject"]
+
+
+def test_a_task_id_beyond_64_bits_is_not_found(client):
+    """Task ids are BIGINT: a larger one in the URL is no task -- on SQLite it made the driver raise (500)."""
+    h, T = client.http, client.tokens
+    for task_id in (2**63, 10**23):
+        r = h.post(f"/api/tasks/{task_id}/complete", json={}, headers=T["max"])
+        assert r.status_code == 404 and "not found" in r.text, r.text
+    assert h.post("/api/tasks/999/complete", json={}, headers=T["max"]).status_code == 404

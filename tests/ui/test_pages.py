@@ -341,3 +341,12 @@ def test_pages_showing_personal_data_are_audited(mini):
     page = agent.get(f"/apps/mini/forms/customer/{east['id']}").text
     assert "13600000001" not in page and "136****0001" in page          # masked: nothing to audit
     assert pii_reads("agnes") == []
+
+
+def test_a_task_id_beyond_64_bits_on_the_task_page_is_not_found(mini):
+    """Task ids are BIGINT: a larger one posted to the tasks page is no task, not a driver error."""
+    browser = _browser(mini, "ann", ["agent"], {"region": "east"})
+    token = _csrf(browser, "/apps/mini/tasks")
+    r = browser.post(f"/apps/mini/tasks/{2**63}/complete", data={"csrf_token": token},
+                     headers={"HX-Request": "true", "Accept": "text/html"})
+    assert r.status_code == 404, r.text[:300]

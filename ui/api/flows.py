@@ -82,6 +82,8 @@ def my_tasks(request: Request, user: User = Depends(current_user), app: str | No
 
 
 def _task_app(rt, task_id: int) -> str:
+    if not -(2**63) <= task_id < 2**63:        # ids are BIGINT: a larger one is no task (SQLite raised)
+        raise HTTPException(404, f"task {task_id} not found")
     with rt.db.read() as conn:
         app = conn.execute(select(P.tasks.c.app).where(P.tasks.c.id == task_id)).scalar()
     if app is None:
