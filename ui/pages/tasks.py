@@ -102,9 +102,10 @@ async def act(app_name: str, task_id: int, action: str, request: Request):
     user = page_user(request)
     rt = runtime(request)
     lang = lang_of(request, user, _default_lang(rt, app_name))
-    if action not in ("approve", "reject", "transfer", "complete") or not -(2**63) <= task_id < 2**63:
+    actions = ("approve", "reject", "transfer", "complete")
+    if action not in actions or not -(2**63) <= task_id < 2**63:      # (ids are BIGINT)
         from engine.errors import NotFound
-        raise NotFound(action if action not in ("approve", "reject", "transfer", "complete") else f"task {task_id}")
+        raise NotFound(f"task {task_id}" if action in actions else action)
     form = await request.form()
     comment = str(form.get("comment") or "").strip() or None
     to = str(form.get("to") or "").strip() or None
