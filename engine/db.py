@@ -149,6 +149,12 @@ class Database:
 _INSERT_IGNORE: dict[tuple, Any] = {}
 
 
+def storable_id(value: Any) -> bool:
+    """Whether ``value`` can be a row id: ids are BIGINT, and a larger one (from a URL) matches
+    nothing -- binding it makes the driver raise (SQLite: OverflowError) instead of finding nothing."""
+    return isinstance(value, int) and -(2**63) <= value < 2**63
+
+
 def insert_ignore(table: Any, conflict: tuple[str, ...], dialect: str, returning: tuple[str, ...] = ()) -> Any:
     """``INSERT ... ON CONFLICT (conflict) DO NOTHING [RETURNING ...]`` for ``table``, built once per
     dialect and executed with parameter dicts.  Building it per call (``insert().values(...)``) cost

@@ -22,6 +22,7 @@ from sqlalchemy import select
 
 from engine import platform as P
 from engine.auth import User
+from engine.db import storable_id
 
 from ..audited import audit_response
 from ..deps import current_user, language, runtime, unit_of_work
@@ -82,7 +83,7 @@ def my_tasks(request: Request, user: User = Depends(current_user), app: str | No
 
 
 def _task_app(rt, task_id: int) -> str:
-    if not -(2**63) <= task_id < 2**63:        # ids are BIGINT: a larger one is no task (SQLite raised)
+    if not storable_id(task_id):
         raise HTTPException(404, f"task {task_id} not found")
     with rt.db.read() as conn:
         app = conn.execute(select(P.tasks.c.app).where(P.tasks.c.id == task_id)).scalar()

@@ -18,6 +18,7 @@ from sqlalchemy import and_, or_, select
 from engine import platform as P
 from engine.auth import list_users
 from engine.clock import from_db
+from engine.db import storable_id
 
 from ..deps import unit_of_work
 from . import engines
@@ -103,7 +104,7 @@ async def act(app_name: str, task_id: int, action: str, request: Request):
     rt = runtime(request)
     lang = lang_of(request, user, _default_lang(rt, app_name))
     actions = ("approve", "reject", "transfer", "complete")
-    if action not in actions or not -(2**63) <= task_id < 2**63:      # (ids are BIGINT)
+    if action not in actions or not storable_id(task_id):
         from engine.errors import NotFound
         raise NotFound(f"task {task_id}" if action in actions else action)
     form = await request.form()
