@@ -20,6 +20,7 @@ from engine import optimistic
 from engine import platform as P
 from engine.clock import from_db, to_db
 from engine.crypto import mask
+from engine.db import storable_id
 from engine.definitions import AppDef
 from engine.errors import Forbidden, NotFound, RecordInvalid
 from engine.events import Event
@@ -73,6 +74,7 @@ class Records:
         self._lookup_fields: dict[tuple, FieldDef] = {}
         self._trees: dict[tuple, Any] = {}
         self._specs: dict[tuple, tuple] = {}
+        self._system_specs: dict[str, dict] = {}       # app digest -> the system columns' filter spec
         self._file_fields: dict[tuple, tuple[str, ...]] = {}
         self._link_fields: dict[tuple, tuple[tuple[str, str], ...]] = {}
         self._link_aliases: dict[tuple, Any] = {}      # (app digest, form, link field) -> its join alias
@@ -272,7 +274,7 @@ class Records:
         form = self.form(uow.app, form_name)
         q, _ = self.readable(uow, form, action)
         table = self.table(uow.app, form.name)
-        if not _storable_id(record_id):   # a path id past BIGINT: no such record (the driver would raise)
+        if not storable_id(record_id):   # a path id past BIGINT: no such record (the driver would raise)
             raise NotFound(f"{form.name} {record_id} not found")
         row = uow.conn.execute(q.where(table.c.id == record_id)).mappings().first()
         if row is None:
@@ -283,7 +285,7 @@ class Records:
         """Unchecked read for engines acting as the system."""
         form = self.form(uow.app, form_name)
         table = self.table(uow.app, form.name)
-        if not _storable_id(record_id):
+        if not storable_id(record_id):
             return None
         key = ("load", uow.app.digest, form.name)
         stmt = self._statements.get(key)
@@ -384,11 +386,10 @@ class Records:
 
     def _system_filter_spec(self, app: AppDef) -> dict:
         """What the system columns' filters parse with: the app's timezone (made once per app version)."""
-        key = (app.digest, "system filters")
-        got = self._specs.get(key)
+        got = self._system_specs.get(app.digest)
         if got is None:
-            got = self._specs[key] = (None, {"_tz": app.tz})
-        return got[1]
+            got = self._system_specs[app.digest] = {"_tz": app.tz}
+        return got
 
     def _search_condition(self, form: FormDef, table: Table, q: str) -> ColumnElement:
         q = q.strip()[:100]
@@ -988,12 +989,6 @@ def _op(col, op: str, value: Any, name: str) -> ColumnElement:
         lo, hi = value if isinstance(value, (list, tuple)) else str(value).split(",", 1)
         return col.between(lo, hi)
     raise RecordInvalid([_err(name, "bad_operator", f"unknown filter operator '{op}'")])
-
-
-def _storable_id(record_id: Any) -> bool:
-    """Ids are BIGINT; a larger one (from a URL) matches nothing, and binding
-    it makes the driver raise (SQLite: OverflowError) instead of finding nothing."""
-    return isinstance(record_id, int) and -(2**63) <= record_id < 2**63
 
 
 def _empty(value: Any) -> bool:
