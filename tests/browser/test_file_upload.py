@@ -91,6 +91,9 @@ def _sign_in(page, site, next_path):
     page.fill("#password", PASSWORD)
     page.click("#login-form button[type=submit]")
     page.wait_for_selector("#record-form")
+    # the form can be there before the deferred pages.js has run and hooked the file inputs: a file
+    # chosen in between is never uploaded (this test timed out now and then in CI runs)
+    page.wait_for_load_state("load")
 
 
 def _upload_and_save(page, site, plate: str, shot: str) -> None:
