@@ -20,6 +20,13 @@ lead instead of choosing from the copy this process remembers (``engine.optimist
 what that saves, measured in the same run.  ``CPU ms`` is this thread's CPU time per
 create (median): on a busy machine it moves much less than wall time, and on SQLite it includes the
 database's own work (in-process); on PostgreSQL the server's share is not in it.
+
+PostgreSQL, after the runs: the statements of one create with rules and of one without (their exact
+SQL text, captured from creates that are rolled back) are replayed on a raw psycopg2 connection,
+interleaved, each in a transaction that is rolled back -- so keys stay free and the cursor keeps the
+value its checked write expects.  The difference of the medians is the database's work (plus the
+network and the driver) on the SQL the rules add; the rest of the overhead is this process's Python.
+See docs/rules-speed.md.
 """
 from __future__ import annotations
 
@@ -147,6 +154,61 @@ def _create_one(rt, app, i: int, idle: bool, meter: _Meter, locked: bool = False
     return elapsed, meter.statements - s0, meter.in_rules - r0, cpu
 
 
+class _Rollback(Exception):
+    pass
+
+
+def _statements_of(rt, app, i: int) -> list[str]:
+    """The SQL text one lead create sends (held writes included, as they go), from a create that is
+    rolled back -- so the round-robin cursor keeps the value its checked write expects."""
+    from sqlalchemy import event
+    sent: list[str] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        sent.append(statement if not parameters else cursor.mogrify(statement, parameters).decode())
+    event.listen(rt.db.engine, "after_cursor_execute", seen)
+    try:
+        from engine.auth import SYSTEM_USER
+        from engine.uow import UnitOfWork
+        with rt.db.write() as conn:
+            uow = UnitOfWork(rt, conn, app, SYSTEM_USER, rt.clock.now())
+            rt.services["records"].create(uow, "lead", _lead(i, False), trusted=True)
+            from engine import later
+            later.flush(conn)
+            raise _Rollback
+    except _Rollback:
+        pass
+    finally:
+        event.remove(rt.db.engine, "after_cursor_execute", seen)
+    return [s for s in sent if s.strip() != "SELECT 1"]      # (the pool's ping: every create has one)
+
+
+def _server_share(rt, apps: dict, n: int) -> float:
+    """The database's share of the overhead: one create's statements with and without rules, replayed
+    on a raw psycopg2 connection (each in a transaction rolled back, so keys and the cursor's expected
+    value stay valid), interleaved; the median difference is what running the rules' SQL costs the
+    server, the network and the driver -- the rest of the overhead is this process's Python."""
+    import psycopg2
+    with_sql = _statements_of(rt, apps["crm_with"], 10**6)
+    without_sql = _statements_of(rt, apps["crm_without"], 10**6 + 1)
+    url = rt.db.engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+    conn = psycopg2.connect(url)
+    cur = conn.cursor()
+    times: dict[str, list[float]] = {"with": [], "without": []}
+    try:
+        for i in range(max(200, n)):
+            for label, sqls in (("with", with_sql), ("without", without_sql)):
+                t = time.perf_counter()
+                for sql in sqls:
+                    cur.execute(sql)
+                conn.rollback()
+                if i >= 20:
+                    times[label].append(time.perf_counter() - t)
+    finally:
+        conn.close()
+    return statistics.median(times["with"]) - statistics.median(times["without"])
+
+
 def run(kind: str, n: int) -> dict:
     import ui.wiring
     from engine.auth import upsert_user
@@ -186,6 +248,8 @@ def run(kind: str, n: int) -> dict:
                                       meter, locked=label == "locked read")
                     if i >= warm:
                         out[label].append(got)
+            if kind != "sqlite":
+                out["_server"] = _server_share(rt, apps, n)
             rt.db.dispose()
         finally:
             drop()
@@ -196,6 +260,7 @@ def report(kind: str, results: dict, n: int) -> None:
     print(f"\n{kind}: {n} leads per variant, one transaction each, interleaved")
     print(f"  {'':<15}{'mean ms':>9}{'median':>8}{'p95':>8}{'SQL/create':>12}{'in rules ms':>13}{'CPU ms':>8}")
     stats = {}
+    server = results.pop("_server", None)
     for label, rows in results.items():
         ms = sorted(r[0] * 1000 for r in rows)
         sql = statistics.mean(r[1] for r in rows)
@@ -211,6 +276,9 @@ def report(kind: str, results: dict, n: int) -> None:
           f"time inside the rule handlers {w[3]:.2f} ms (pre-save phase before the INSERT + the rest after it, incl. "
           f"what other engines do in reaction); no rule matching: {idle[3]:.2f} ms; "
           f"in this process's CPU time (median; on SQLite this includes the database's work): {w[4] - wo[4]:.2f} ms")
+    if server is not None:
+        print(f"  of which the database's work on the rules' SQL: {server * 1000:.2f} ms (the same statements replayed on "
+              f"raw psycopg2, rolled back, median difference); the rest, {w[1] - wo[1] - server * 1000:.2f} ms, is this process")
     if "locked read" in stats:
         from engine import optimistic
         lk = stats["locked read"]
