@@ -21,7 +21,7 @@ import orjson
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Connection, Engine
 
-from . import later
+from . import later, liveness
 from .driver import driver_execute
 from .pgliteral import Unquotable, writer
 
@@ -96,8 +96,10 @@ class Database:
             self._configure_sqlite(self.engine)
             later.install(self.engine)
         else:
-            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, pool_pre_ping=True,
-                                        json_serializer=json_text)
+            # no pool_pre_ping (a SELECT 1 round trip on every checkout): engine.liveness pings only a
+            # connection the server has sent something to since it was checked in
+            self.engine = create_engine(self.url, pool_size=pool_size, max_overflow=20, json_serializer=json_text)
+            liveness.install(self.engine)
             later.install(self.engine)
 
     @property
