@@ -180,7 +180,7 @@ def _statements_of(rt, app, i: int) -> list[str]:
         pass
     finally:
         event.remove(rt.db.engine, "after_cursor_execute", seen)
-    return [s for s in sent if s.strip() != "SELECT 1"]      # (the pool's ping: every create has one)
+    return sent
 
 
 def _server_share(rt, apps: dict, n: int) -> float:
