@@ -26,7 +26,9 @@ SQL text, captured from creates that are rolled back) are replayed on a raw psyc
 interleaved, each in a transaction that is rolled back -- so keys stay free and the cursor keeps the
 value its checked write expects.  The difference of the medians is the database's work (plus the
 network and the driver) on the SQL the rules add; the rest of the overhead is this process's Python.
-See docs/rules-speed.md.
+The create with rules is also replayed with each part the rules add left out, one at a time (the
+cursor's checked write, the dealer subquery, the message row, the timer row, the timeline lines):
+the full replay minus that one is the part's cost.  See docs/rules-speed.md.
 """
 from __future__ import annotations
 
