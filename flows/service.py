@@ -64,6 +64,13 @@ def _statements(dialect: str) -> dict[str, Any]:
     return stmts
 
 
+
+def _guard_refusal(uow: UnitOfWork, t: TransitionDef, label: str) -> str:
+    """Why a transition whose guard does not hold can't be fired: its ``guard_message``, else a
+    bilingual default naming it."""
+    return msg(uow, t.guard_message, "") or msg(uow, bilingual(f"不满足执行“{label}”的条件",
+                                                              f"the conditions for '{label}' are not met"))
+
 class FlowService:
     def __init__(self, runtime: Any):
         self.rt = runtime
@@ -317,8 +324,7 @@ class FlowService:
                     log.warning("guard of %s.%s failed: %s", wf.name, name, exc)
                     ok = False
                 if not ok:
-                    raise Conflict(msg(uow, t.guard_message, "") or msg(uow, bilingual(
-                        f"不满足执行“{label}”的条件", f"the conditions for '{label}' are not met")))
+                    raise Conflict(_guard_refusal(uow, t, label))
             if t.approval is not None:
                 self._request_approval(uow, wf, inst, rec, t, comment, data)
             else:
@@ -859,12 +865,13 @@ class FlowService:
                 continue
             if uow.user.is_system is False and (t.system or ((t.auto is not None or t.after is not None) and not t.roles and t.allow is None)):
                 continue
-            blocked = None
-            if t.guard is not None and not truthy(uow, t.guard, env):
-                blocked = msg(uow, t.guard_message, "") or None
+            label = msg(uow, t.label, t.name)
+            # a failing guard is said on the button (the page disables it when nothing the user enters
+            # in the step can change that): the same words the transition would be refused with
+            blocked = _guard_refusal(uow, t, label) if t.guard is not None and not truthy(uow, t.guard, env) else None
             target = t.target(rec.get("state"))
             to = wf.states.get(target or "")
-            out.append({"name": t.name, "label": msg(uow, t.label, t.name), "to": target,
+            out.append({"name": t.name, "label": label, "to": target,
                         "to_label": msg(uow, to.label, target) if to else target, "comment": t.comment,
                         "requires": [{"field": f, "label": msg(uow, fd.fields[f].label, f) if f in fd.fields else f,
                                       "missing": empty(rec.get(f))} for f in t.requires],
