@@ -690,7 +690,35 @@ def test_crm_demo_pages(browser, tmp_path_factory):
             with contextlib.suppress(Exception):
                 page.wait_for_selector("[data-echarts-ready]", timeout=8000)
             save_screenshot(page, f"crm-{board}", full_page=True)
+        _claim_from_the_pool(browser, site)
     finally:
         ctx.close()
         server.should_exit = True
         thread.join(10)
+
+
+def _claim_from_the_pool(browser, site) -> None:
+    """A consultant finds leads in the dealer's public pool (公海池, from the demo data), claims one,
+    and it is theirs; on a lead that is not in the pool the claim button is disabled, saying why."""
+    ctx = browser.new_context(locale="zh-CN", timezone_id="Asia/Shanghai", viewport={"width": 1280, "height": 800})
+    try:
+        page = ctx.new_page()
+        sign_in(page, site, "d001.sc1", "/apps/automotive_crm")
+        page.click("nav a:has-text('公海池')")
+        page.wait_for_selector("#list-results a.row-link")
+        assert page.locator("#list-results a.row-link").count() > 0
+        save_screenshot(page, "crm-lead-pool")
+        page.locator("#list-results a.row-link").first.click()
+        page.wait_for_selector("[data-transition=claim]")
+        lead_url = page.url
+        assert page.is_enabled("[data-transition=claim]")
+        assert "浦东智行销售顾问一" not in page.inner_text("main")      # nobody's lead yet
+        page.click("[data-transition=claim]")
+        page.wait_for_load_state("networkidle")
+        page.goto(lead_url)
+        main = page.inner_text("main")
+        assert "浦东智行销售顾问一" in main                        # the owner now
+        assert page.is_disabled("[data-transition=claim]")           # no longer in the pool
+        assert "该线索已不在公海池中" in main
+    finally:
+        ctx.close()
