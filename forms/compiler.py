@@ -7,6 +7,7 @@ that don't parse or name unknown fields/functions.
 """
 from __future__ import annotations
 
+from dataclasses import replace
 from types import MappingProxyType
 from typing import Any, Callable
 
@@ -97,7 +98,27 @@ def compile_forms(ctx: CompileContext) -> None:
         fd = _compile_form(ctx, app, name, src, specs, roles)
         if fd is not None:
             compiled[name] = fd
+    _show_lookup_targets(compiled)
     ctx.out["forms"] = compiled
+
+
+def _show_lookup_targets(forms: dict[str, FormDef]) -> None:
+    """Give each lookup field the spec of the field it shows (``_target_spec``), so its values are
+    formatted, exported and typed in JSON as that field's are -- a customer's tier shown on a
+    complaint reads 金卡客户, not ``gold``.  Done once all forms are compiled: the target is in
+    another form."""
+    for name, fd in list(forms.items()):
+        fields = dict(fd.fields)
+        for fname, f in fd.fields.items():
+            if f.type != "lookup":
+                continue
+            link = fd.fields.get(f.spec.get("via") or "")
+            target_form = forms.get(link.target_form or "") if link is not None else None
+            target = target_form.fields.get(f.spec.get("field") or "") if target_form is not None else None
+            if target is not None and target.type != "lookup":
+                fields[fname] = replace(f, spec=MappingProxyType({**f.spec, "_target_spec": target.spec}))
+        if fields != dict(fd.fields):
+            forms[name] = replace(fd, fields=MappingProxyType(fields))
 
 
 def _compile_form(ctx, app, name, src, specs, roles) -> FormDef | None:
