@@ -154,8 +154,12 @@ def _raise(problems: list[dict]):
 
 
 def export_rows(uow: UnitOfWork, form_name: str, filters: dict, q: str | None, order: str | None,
-                batch: int = 2000) -> tuple[list[str], Iterator[list[Any]]]:
-    """Header (labels in the user's language) and formatted rows, streamed in batches."""
+                batch: int = 2000, titles: Callable[[str, set], dict] | None = None) -> tuple[list[str], Iterator[list[Any]]]:
+    """Header (labels in the user's language) and formatted rows, streamed in batches.
+
+    ``titles(form, ids)`` -> ``{id: title}``: how the caller shows linked records (the pages'
+    titles, with their permission and personal-data rules), asked once per linked form and batch;
+    a link it does not name, or without ``titles``, is written as ``#id``."""
     records = uow.service("records")
     form = records.form(uow.app, form_name)
     g = grant(form, uow.user, "export")
@@ -172,12 +176,16 @@ def export_rows(uow: UnitOfWork, form_name: str, filters: dict, q: str | None, o
         while True:
             page, _ = records.list(uow, form_name, filters=filters, q=q, order=order or "id", limit=batch,
                                    offset=offset, count=False)
+            named = _link_titles(form, columns, page, titles)
             for rec in page:
                 shown = records.to_json(uow, form, rec, g)
                 out = []
                 for c in columns:
                     f = form.fields.get(c)
                     v = shown.get(c)
+                    if f is not None and f.type == "link" and isinstance(v, int):
+                        out.append(named.get((f.target_form, v)) or f"#{v}")
+                        continue
                     if f is not None and v is not None and not (f.pii and not records.can_view_pii(uow)):
                         try:
                             v = f.ftype.format(rec.get(c), dict(f.spec), lang, tz)
@@ -189,6 +197,21 @@ def export_rows(uow: UnitOfWork, form_name: str, filters: dict, q: str | None, o
                 return
             offset += batch
     return header, rows()
+
+
+def _link_titles(form: FormDef, columns: list[str], page: list[dict],
+                 titles: Callable[[str, set], dict] | None) -> dict[tuple[str, int], str]:
+    """``{(form, id): title}`` for the records the page's link columns point at: one call per linked form."""
+    if titles is None:
+        return {}
+    wanted: dict[str, set] = {}
+    for c in columns:
+        f = form.fields.get(c)
+        if f is not None and f.type == "link":
+            ids = {rec[c] for rec in page if isinstance(rec.get(c), int)}
+            if ids:
+                wanted.setdefault(f.target_form, set()).update(ids)
+    return {(target, i): t for target, ids in wanted.items() for i, t in titles(target, ids).items()}
 
 
 def to_csv(header: list[str], rows: Iterable[list[Any]]) -> Iterator[bytes]:

@@ -108,7 +108,11 @@ def export_file(app: str, form: str, request: Request, format: str = "csv", q: s
     rt = runtime(request)
     filters = {k: v for k, v in request.query_params.items() if k not in RESERVED}
     with unit_of_work(rt, app, user, language(request, user)) as uow:
-        header, rows = export_rows(uow, form, filters, q, order)
+        from ui.pages.records import link_titles     # linked records named as the pages name them
+
+        def titles(target: str, ids: set) -> dict:
+            return {i: t for (_, i), t in link_titles(uow, target, ids, uow.lang).items()}
+        header, rows = export_rows(uow, form, filters, q, order, titles=titles)
         if format == "xlsx":
             blob = to_xlsx(header, rows, form)
             media = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
