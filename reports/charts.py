@@ -388,9 +388,11 @@ class Kpi(ChartKind):
         lang = inp.lang
         sub = col.label
         color = "#646a73"
+        better = inp.chart.better
         if change is not None:
             arrow = "▲" if change > 0 else ("▼" if change < 0 else "■")
-            color = "#14a38b" if change > 0 else ("#e5483f" if change < 0 else "#646a73")
+            good = change > 0 if better == "higher" else change < 0
+            color = "#646a73" if not change else ("#14a38b" if good else "#e5483f")
             sub += f"  {arrow} {abs(change) * 100:.1f}% " + ("较上期" if lang == "zh" else "vs previous period")
         elif prev is not None:
             sub += "  " + ("上期 " if lang == "zh" else "previous ") + format_value(prev, col.format, lang)
@@ -398,7 +400,8 @@ class Kpi(ChartKind):
                           "textStyle": {"fontSize": 36, "fontWeight": "bold"}, "subtextStyle": {"fontSize": 14, "color": color}},
                 "series": [],
                 "loom": {"kpi": {"measure": col.name, "label": col.label, "value": value, "previous": prev,
-                                 "change": change, "format": col.format, "text": format_value(value, col.format, lang)}}}
+                                 "change": change, "better": better, "format": col.format,
+                                 "text": format_value(value, col.format, lang)}}}
 
     def drill_keys(self, inp):
         return {}
@@ -415,11 +418,12 @@ class Gauge(Kpi):
         top = inp.chart.max if inp.chart.max is not None else (100 if percent else max(1, (v or 0) * 1.25))
         if percent and inp.chart.max is not None and inp.chart.max <= 1:
             top = inp.chart.max * 100
-        return {"tooltip": {"formatter": "{b}: {c}" + ("%" if percent else "")},
+        # the value as the measure's format writes it (3.87, 23.4%), not the raw number (3.8747)
+        shown = format_value(value, col.format, inp.lang) if value is not None else "—"
+        return {"tooltip": {"formatter": f"{{b}}: {shown}"},
                 "series": [{"type": "gauge", "min": 0, "max": top, "progress": {"show": True, "width": 14},
                             "axisLine": {"lineStyle": {"width": 14}}, "pointer": {"show": False},
-                            "detail": {"valueAnimation": True, "formatter": "{value}" + ("%" if percent else ""), "fontSize": 28,
-                                       "offsetCenter": [0, "10%"]},
+                            "detail": {"formatter": shown, "fontSize": 28, "offsetCenter": [0, "10%"]},
                             "title": {"offsetCenter": [0, "45%"]},
                             "data": [{"value": v, "name": col.label}]}]}
 

@@ -711,6 +711,7 @@ class _ReportCompiler:
             self.err(where + ("series",), "the series dimension must differ from x")
         chart = Chart(kind=ckind, x=x, y=tuple(ys), series=series, stack=bool(spec.get("stack", False)),
                       horizontal=bool(spec.get("horizontal", False)), max=spec.get("max"),
+                      better=spec.get("better") or "higher",
                       title=_mp(text(spec.get("title"))) if spec.get("title") else None,
                       echarts=MappingProxyType(dict(spec.get("echarts") or {})))
         for sub, msg in cls.check(chart, kind, dims, measures):

@@ -119,6 +119,7 @@ class Chart:
     stack: bool = False
     horizontal: bool = False
     max: float | None = None         # gauge
+    better: str = "higher"           # kpi: which way a change is good news ("higher" or "lower")
     title: Mapping[str, str] | None = None
     echarts: Mapping[str, Any] = field(default_factory=dict)   # merged into the generated option
 

@@ -125,6 +125,14 @@ def test_chart_needs_matching_dimensions(package_dir):
     assert any("comparing with the previous period needs a date filter" in p for p in out), out
 
 
+def test_a_kpi_says_which_way_is_good_with_higher_or_lower(package_dir):
+    src = ("reports:\n  - name: k\n    kind: kpi\n    source: lead\n    measures: {n: count}\n"
+           "    chart: {kind: kpi, y: n, better: sideways}\n")
+    out = problems(package_dir, src)
+    assert any(p.startswith(f"reports/sales.yaml:{pos(src, 'sideways')}:") and "higher" in p and "lower" in p for p in out), out
+    assert problems(package_dir, src.replace("sideways", "lower")) == []
+
+
 def test_dashboard_and_menu_references(package_dir):
     src = ("reports:\n  - name: r\n    source: lead\n    measures: {n: count}\n"
            "dashboards:\n  - name: sales_board\n    filters: [{param: perod}]\n    widgets:\n      - {report: rr, width: 13}\n")

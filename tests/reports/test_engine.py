@@ -262,6 +262,24 @@ def test_charts(crm):
             assert "loom" in opt, kind
         g = svc.chart(uow, "lead_kpi", {}, chart=Chart("gauge", y=("conversion",)))
         assert g["series"][0]["data"][0]["value"] == 25.0 and g["series"][0]["max"] == 100
+        # the gauge writes its value as the measure's format does, not the raw number
+        assert g["series"][0]["detail"]["formatter"] == "25.0%" and g["tooltip"]["formatter"].endswith(": 25.0%")
+
+
+def test_a_kpi_change_is_coloured_by_which_way_is_good_news(crm):
+    from reports.model import Chart
+    from ui.pages.dashboards import widget_view
+    svc = crm.services["reports"]
+    with crm.db.read() as conn:
+        uow = uow_at(crm, conn, crm.clock.now())
+        more_leads = svc.chart(uow, "lead_kpi", {})             # 4 leads against 1 the week before: +300%
+        more_complaints = svc.chart(uow, "lead_kpi", {}, chart=Chart("kpi", y=("leads",), better="lower"))
+    assert more_leads["loom"]["kpi"]["better"] == "higher" and more_leads["title"]["subtextStyle"]["color"] == "#14a38b"
+    assert "▲ 300.0%" in more_complaints["title"]["subtext"] and more_complaints["title"]["subtextStyle"]["color"] == "#e5483f"
+    good = widget_view({"kind": "kpi", "option": more_leads, "title": "线索数", "width": 3})["kpi"]
+    bad = widget_view({"kind": "kpi", "option": more_complaints, "title": "投诉数", "width": 3})["kpi"]
+    assert (good["up"], good["good"], good["bad"]) == (True, True, False)
+    assert (bad["up"], bad["good"], bad["bad"]) == (True, False, True)
 
 
 def test_dashboard_shares_filters_and_hides_forbidden_widgets(crm):

@@ -56,9 +56,11 @@ def widget_view(w: Mapping[str, Any]) -> dict:
     table = loom.get("table")
     if isinstance(kpi, Mapping) and w.get("kind") == "kpi":
         change = kpi.get("change")
+        up, down = change is not None and change > 0, change is not None and change < 0
+        good = up if kpi.get("better", "higher") == "higher" else down
         view["kpi"] = {"text": kpi.get("text"), "label": kpi.get("label"),
                        "change": None if change is None else round(abs(change) * 100, 1),
-                       "up": change is not None and change > 0, "down": change is not None and change < 0}
+                       "up": up, "down": down, "good": good, "bad": (up or down) and not good}
     elif loom.get("render") == "table" and isinstance(table, Mapping):
         view["table"] = {"headers": [c.get("label") or c.get("name") for c in table.get("columns") or []],
                          "nums": [c.get("kind") == "measure" for c in table.get("columns") or []],
