@@ -64,12 +64,12 @@ def _statements(dialect: str) -> dict[str, Any]:
     return stmts
 
 
-
 def _guard_refusal(uow: UnitOfWork, t: TransitionDef, label: str) -> str:
     """Why a transition whose guard does not hold can't be fired: its ``guard_message``, else a
     bilingual default naming it."""
     return msg(uow, t.guard_message, "") or msg(uow, bilingual(f"不满足执行“{label}”的条件",
                                                               f"the conditions for '{label}' are not met"))
+
 
 class FlowService:
     def __init__(self, runtime: Any):
