@@ -365,3 +365,33 @@ def test_an_ignored_critical_complaint_climbs_the_whole_ladder(rt, crm):
     assert levels == [1, 2, 2, 3]
     c = get(rt, "complaint", cid)
     assert c["owner"] == "hq.cr" and c["state"] == "assigned"         # HQ took it over
+
+
+def test_a_service_order_is_in_service_until_the_advisor_closes_it(rt, crm, api):
+    """维修工单: 在修 until 结算交车 -- the advisor's button asks for the amount and stamps the time; an
+    order entered with its closing time is closed at once."""
+    h = api.http
+    rt.clock.set(local(2026, 11, 23, 10, 0))
+    with rt.db.write() as conn:
+        upsert_user(conn, rt.clock.now(), "d001.sa1", ["service_advisor"], {"dealer": "D001", "region": "east"},
+                    password="s3cret-pass")
+    sa = api.login("d001.sa1")
+    owner = customer(rt, crm["D001"])
+    car = vehicle(rt, crm["D001"], owner, 7, dt.date(2026, 5, 1))
+    base = {"vehicle": car, "customer": owner, "dealer": crm["D001"], "kind": "maintenance", "advisor": "d001.sa1",
+            "mileage": 5200}
+    r = h.post("/api/apps/automotive_crm/service_order", json=base, headers=sa)
+    assert r.status_code == 201, r.text
+    order = r.json()
+    assert order["state"] == "open" and order["closed_at"] is None
+    url = f"/api/apps/automotive_crm/service_order/{order['id']}"
+    r = h.post(url + "/transitions/close", json={}, headers=sa)
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "amount"        # the bill first
+    rt.clock.set(local(2026, 11, 23, 16, 30))
+    r = h.post(url + "/transitions/close", json={"data": {"amount": "680.00"}}, headers=sa)
+    assert r.status_code == 200, r.text
+    assert r.json()["state"] == "closed" and r.json()["closed_at"].startswith("2026-11-23T08:30")
+    assert h.get(url + "/flow", headers=sa).json()["transitions"] == []                # closed is final
+    r = h.post("/api/apps/automotive_crm/service_order", headers=sa, json={
+        **base, "opened_at": "2026-11-22T09:00:00+08:00", "closed_at": "2026-11-22T15:00:00+08:00", "amount": "0"})
+    assert r.status_code == 201 and r.json()["state"] == "closed", r.text              # entered after the fact
