@@ -15,7 +15,8 @@ from .base import (FIELD_TYPES, TEXT_OPS, FieldType, FieldValueError, display, f
                    register)
 
 # result types a formula may declare (they must be stored scalars)
-FORMULA_RESULTS = ("text", "number", "decimal", "currency", "percent", "boolean", "date", "datetime", "duration", "rating")
+FORMULA_RESULTS = ("text", "number", "decimal", "currency", "percent", "boolean", "date", "datetime", "duration", "rating",
+                   "select")
 
 
 @register
@@ -23,8 +24,9 @@ class FormulaType(FieldType):
     """``formula: <expression>`` computed on every save (``store: false``: on read).
 
     ``result`` names the value's type (text, number, decimal, currency,
-    percent, boolean, date, datetime, duration, rating) and so its column,
-    JSON and display.  Without ``result`` a stored formula is kept as text.
+    percent, boolean, date, datetime, duration, rating, select) and so its column,
+    JSON and display -- ``select`` with ``options``, so a computed code such as an NPS group
+    reads as its label.  Without ``result`` a stored formula is kept as text.
     ``parse`` refuses input (code ``readonly``); ``compute`` turns an
     expression result into the canonical value (``None`` if it does not fit).
     """
@@ -35,7 +37,8 @@ class FormulaType(FieldType):
     readonly = True
     definition_keys = {"formula": {"type": "string"}, "store": {"type": "boolean"},
                        "result": {"enum": list(FORMULA_RESULTS)}, "precision": {"type": "integer"},
-                       "scale": {"type": "integer"}, "currency": {"type": "string"}}
+                       "scale": {"type": "integer"}, "currency": {"type": "string"},
+                       "options": {"type": "array"}}
 
     filter_ops = ("eq", "ne", "lt", "lte", "gt", "gte", "between", "contains", "empty")
 
@@ -50,6 +53,8 @@ class FormulaType(FieldType):
         r = spec.get("result")
         if r is not None and r not in FORMULA_RESULTS:
             problems.append((("result",), f"result '{r}' is not a formula result type; use one of: {', '.join(FORMULA_RESULTS)}"))
+        if r == "select" and not spec.get("options"):
+            problems.append((("result",), "a formula with result: select needs 'options' (value and label of each result)"))
         return problems
 
     def column_type(self, spec):

@@ -171,6 +171,23 @@ def test_registry_has_every_type_and_every_type_has_cases():
     assert form_schema_types == set(FIELD_TYPES)
 
 
+def test_every_key_a_field_type_takes_is_accepted_by_the_published_schema():
+    # a key a type documents (formula's result, vin's check_digit...) must not be refused as unknown
+    props = __import__("json").loads((ROOT / "engine/schemas/form.schema.json").read_text("utf-8"))["$defs"]["field"]["properties"]
+    missing = {n: [k for k in t.definition_keys if k not in props] for n, t in FIELD_TYPES.items()}
+    assert {n: ks for n, ks in missing.items() if ks} == {}
+
+
+def test_a_formula_computing_a_code_reads_as_its_option_label():
+    f = FIELD_TYPES["formula"]
+    spec = {"formula": "'promoter'", "store": True, "result": "select",
+            "options": [{"value": "promoter", "label": {"zh": "推荐者", "en": "Promoter"}}]}
+    assert f.compute("promoter", spec) == "promoter" and f.compute("unknown", spec) is None
+    assert f.format("promoter", spec, "zh") == "推荐者" and f.format("promoter", spec, "en") == "Promoter"
+    assert f.to_json("promoter", spec) == "promoter"
+    assert any("needs 'options'" in msg for _, msg in f.check_definition({"formula": "'a'", "result": "select"}))
+
+
 def test_get_type():
     assert get_type("phone") is FIELD_TYPES["phone"]
     with pytest.raises(KeyError) as exc:
