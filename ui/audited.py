@@ -142,11 +142,17 @@ def titles_shown(uow: UnitOfWork, fd: FormDef, ids: Iterable[int]) -> bool:
 
 
 def linked_forms(svc, app, fd: FormDef, children: bool = False) -> set[str]:
-    """The forms whose titles a page of ``fd`` may show: the targets of its links (and its child tables')."""
+    """The forms whose titles a page of ``fd`` may show: the targets of its links (and its child
+    tables'), and -- for a target titled by a link of its own (a survey known by its customer) --
+    that link's target, whose title names it.  ``fd``'s own title link counts too (its heading)."""
     out = set()
     for f in fd.fields.values():
         if f.type == "link":
             out.add(f.target_form)
+            target = app.forms.get(f.target_form)
+            title = target.fields.get(target.title_field) if target is not None else None
+            if title is not None and title.type == "link":
+                out.add(title.target_form)
         elif children and f.type == "child_table":
             out |= linked_forms(svc, app, svc.form(app, f.target_form))
     return out

@@ -157,7 +157,7 @@ def drill_page(app_name: str, name: str, request: Request):
         from engine.errors import NotFound
         raise NotFound(name)
     size = 50
-    from .records import Display, col_label, record_title
+    from .records import Display, col_label, title_of
     rd = svc.definition(installed_app(rt, app_name, user), name)
     with audited_read(rt, app_name, rd.source, user, lang, via="page",
                       columns=lambda fd, g: [*drill_columns(rd, fd, g), fd.title_field]) as read:
@@ -168,7 +168,8 @@ def drill_page(app_name: str, name: str, request: Request):
         read.served([r["id"] for r in recs])
         disp = Display(uow, form, lang)
         disp.preload(recs, cols)
-        rows = [{"url": f"/apps/{app_name}/forms/{form.name}/{r['id']}", "title": record_title(form, r, lang, uow.app.tz, disp.pii, g.hidden),
+        titles = title_of(uow, form, recs, lang, disp.pii, g.hidden)
+        rows = [{"url": f"/apps/{app_name}/forms/{form.name}/{r['id']}", "title": titles[r["id"]],
                  "cells": [disp.value(c, r) for c in cols]} for r in recs]
         headers = [col_label(form, c, lang) for c in cols]
         applied = []

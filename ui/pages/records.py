@@ -247,10 +247,44 @@ def shown_titles(uow, fd: FormDef, recs: list[Mapping], lang: str) -> dict[int, 
     A PII title is masked without ``view_pii``.  With it, it is shown only if the read it is shown in
     audits it (``ui.audited.titles_shown``: the page's ``audited_read``), else masked: personal data
     is never shown unaudited, not even as the name of a linked customer."""
+    hidden = grant(fd, uow.user, "read").hidden
+    linked = _linked_titles(uow, fd, recs, lang, hidden)
+    if linked is not None:
+        return linked
     pii = can_view_pii(uow)
     if pii and recs and pii_title(_svc(uow.runtime), uow, fd):
         pii = titles_shown(uow, fd, [r["id"] for r in recs])
-    hidden = grant(fd, uow.user, "read").hidden
+    return {r["id"]: record_title(fd, r, lang, uow.app.tz, pii, hidden) for r in recs}
+
+
+def _title_link(uow, fd: FormDef, hidden=()) -> Any:
+    """The title field when it is a link (a survey known by its customer) to a form whose own title
+    is not a link -- one level, so a form titled by a link to itself can't loop; else None."""
+    f = fd.fields.get(fd.title_field)
+    if f is None or f.type != "link" or fd.title_field in hidden:
+        return None
+    target = uow.app.forms.get(f.target_form)
+    tf = target.fields.get(target.title_field) if target is not None else None
+    return f if tf is None or tf.type != "link" else None
+
+
+def _linked_titles(uow, fd: FormDef, recs: list[Mapping], lang: str, hidden=()) -> dict[int, str] | None:
+    """``{id: title}`` of records titled by a link: the linked records' titles as links show them
+    (their permissions and personal-data rules), one query; None when ``fd``'s title is not a link."""
+    f = _title_link(uow, fd, hidden)
+    if f is None:
+        return None
+    ids = {r.get(fd.title_field) for r in recs if isinstance(r.get(fd.title_field), int)}
+    named = link_titles(uow, f.target_form, ids, lang) if ids else {}
+    return {r["id"]: named.get((f.target_form, r.get(fd.title_field))) or f"#{r['id']}" for r in recs}
+
+
+def title_of(uow, fd: FormDef, recs: list[Mapping], lang: str, pii: bool, hidden=()) -> dict[int, str]:
+    """``{id: title}`` of records a page of ``fd`` itself shows (its heading, a drill-down's rows):
+    ``record_title``, or the linked records' titles when the title field is a link."""
+    linked = _linked_titles(uow, fd, recs, lang, hidden)
+    if linked is not None:
+        return linked
     return {r["id"]: record_title(fd, r, lang, uow.app.tz, pii, hidden) for r in recs}
 
 
@@ -473,7 +507,7 @@ def detail_page(app_name: str, form_name: str, record_id: int, request: Request)
                                for n in t["fields"] if n in views and views[n]["widget"] != "display"]
         can_edit = grant(form, user, "update").allowed and _row_allowed(uow, form, record_id, "update")
         can_delete = grant(form, user, "delete").allowed and _row_allowed(uow, form, record_id, "delete")
-        title = record_title(form, rec, lang, uow.app.tz, disp.pii, g.hidden)
+        title = title_of(uow, form, [rec], lang, disp.pii, g.hidden)[rec["id"]]
         tasks = record_tasks(uow, form.name, record_id, lang)
         try:
             flow = engines.flow_summary(uow, form.name, record_id, lang)
@@ -962,7 +996,7 @@ def _form_page(request, uow, form: FormDef, lang: str, rec: Mapping | None, valu
     base = f"/apps/{uow.app.name}/forms/{form.name}"
     title = None
     if rec is not None:
-        title = record_title(form, rec, lang, uow.app.tz, can_view_pii(uow), grant(form, uow.user, "read").hidden)
+        title = title_of(uow, form, [rec], lang, can_view_pii(uow), grant(form, uow.user, "read").hidden)[rec["id"]]
     return render(request, "records/form.html", {
         "app_name": uow.app.name, "form": form, "form_label": label(form.label, lang, form.name), "rec": rec,
         "title": title, "base": base, "action": f"{base}/{rec['id']}/edit" if rec else f"{base}/new",
