@@ -709,6 +709,9 @@ class _ReportCompiler:
             self.err(where + ("series",), f"'{series}' is not a dimension of this report{suggest(series, dnames)}")
         if series is not None and series == x:
             self.err(where + ("series",), "the series dimension must differ from x")
+        if spec.get("better") is not None and ckind != "kpi":
+            self.err(where + ("better",), f"'better' colours a KPI card's change; a {ckind} chart has none -- "
+                     "remove it or use kind: kpi", at_key=True)
         chart = Chart(kind=ckind, x=x, y=tuple(ys), series=series, stack=bool(spec.get("stack", False)),
                       horizontal=bool(spec.get("horizontal", False)), max=spec.get("max"),
                       better=spec.get("better") or "higher",

@@ -131,6 +131,10 @@ def test_a_kpi_says_which_way_is_good_with_higher_or_lower(package_dir):
     out = problems(package_dir, src)
     assert any(p.startswith(f"reports/sales.yaml:{pos(src, 'sideways')}:") and "higher" in p and "lower" in p for p in out), out
     assert problems(package_dir, src.replace("sideways", "lower")) == []
+    bar = ("reports:\n  - name: b\n    source: lead\n    dimensions: [source]\n    measures: {n: count}\n"
+           "    chart: {kind: bar, better: lower}\n")
+    out = problems(package_dir, bar)
+    assert any(p.startswith(f"reports/sales.yaml:{pos(bar, 'better')}:") and "use kind: kpi" in p for p in out), out
 
 
 def test_dashboard_and_menu_references(package_dir):
